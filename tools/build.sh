@@ -14,6 +14,10 @@ command -v go >/dev/null 2>&1 || {
   exit 1
 }
 
+# Components to build: all by default, or those named on the command line.
+wanted=${*:-k8s etcd kwok helm}
+want() { [[ " $wanted " == *" $1 "* ]]; }
+
 module_version() { (cd "$here/$1" && go list -m -f '{{.Version}}' "$2"); }
 
 # build MODULE_DIR KEY LDFLAGS NAME=PKG...  -> $cache/build/KEY/NAME, linked from $cache/bin/NAME
@@ -48,6 +52,7 @@ build() {
   for item in "$@"; do name=${item%%=*}; ln -sfn "$out/$name" "$bin/$name"; done
 }
 
+if want k8s; then
 k8s=$(module_version k8s k8s.io/kubernetes)
 minor=$(echo "$k8s" | cut -d. -f2)
 stamp="k8s.io/component-base/version"
@@ -56,14 +61,26 @@ build k8s "k8s-$k8s" "-s -w -X $stamp.gitVersion=$k8s -X $stamp.gitMajor=1 -X $s
   kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver \
   kube-controller-manager=k8s.io/kubernetes/cmd/kube-controller-manager \
   kube-scheduler=k8s.io/kubernetes/cmd/kube-scheduler
+fi
 
+if want etcd; then
 etcd=$(module_version etcd go.etcd.io/etcd/server/v3)
 build etcd "etcd-$etcd" "-s -w" etcd=go.etcd.io/etcd/server/v3
+fi
 
+if want kwok; then
 kwok=$(module_version kwok sigs.k8s.io/kwok)
 build kwok "kwok-$kwok" "-s -w" kwok=sigs.k8s.io/kwok/cmd/kwok
+# KWOK >= 0.8 ships no default stages; the launcher composes its config from these files.
+mkdir -p "$cache/build/kwok-$kwok/stages"
+cp -r "$(cd "$here/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)/kustomize/stage/." "$cache/build/kwok-$kwok/stages/"
+chmod -R u+w "$cache/build/kwok-$kwok/stages"
+ln -sfn "$cache/build/kwok-$kwok/stages" "$bin/kwok-stages"
+fi
 
+if want helm; then
 helm=$(module_version helm helm.sh/helm/v3)
 build helm "helm-$helm" "-s -w -X helm.sh/helm/v3/internal/version.version=$helm" helm=helm.sh/helm/v3/cmd/helm
+fi
 
-echo "binaries ready in $bin: kubernetes $k8s, etcd $etcd, kwok $kwok, helm $helm"
+echo "binaries ready in $bin ($wanted)"
