@@ -1,0 +1,445 @@
+"""The admission loop: one pass per namespace reads the store, decides, and writes.
+
+Watch events only mark a namespace dirty; a single worker runs the passes, so every decision about a
+limit is serialized and each pass sees the writes of the one before (the store records write
+responses at once). Passes are level-triggered: a pass after a crash, a missed event or a restart
+computes the same answer from the live objects, which is what keeps slots from leaking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from flowrun_operator.api.common import FLOWRUN_PLURAL, LIMIT_PLURAL, Condition, ConditionStatus, set_condition
+from flowrun_operator.api.concurrencylimit import ConcurrencyLimitStatus
+from flowrun_operator.api.flowrun import FlowRunPhase
+from flowrun_operator.handlers.store import LimitSnapshot, Store
+from flowrun_operator.kube.client import Conflict, Kube
+from flowrun_operator.kube.jobs import build_job
+from flowrun_operator.scheduling.admission import Admission, Request, admit
+from flowrun_operator.scheduling.jobs import JobInfo
+from flowrun_operator.scheduling.runstate import (
+    ADMITTED,
+    JobToCreate,
+    RunEvent,
+    RunObservation,
+    RunPlan,
+    observe,
+    plan,
+)
+
+log = logging.getLogger("flowrun_operator.reconciler")
+
+# Waiting runs' place in line changes with every admission ahead of them. Writing it to every waiting
+# run at once would cost one status write per waiting run per admission, so those refreshes (and only
+# those: real transitions are written at once) are limited to one per run per this many seconds.
+WAITING_REFRESH_SECONDS = 5.0
+RETRY_BACKOFF_SECONDS = 1.0
+
+
+@dataclass(slots=True)
+class PassStats:
+    passes: int = 0
+    jobs_created: int = 0
+    status_writes: int = 0
+    last_pass_seconds: float = 0.0
+    errors: int = 0
+    deferred: dict[str, float] = field(default_factory=dict)
+
+
+def _cosmetic(status: dict[str, Any]) -> dict[str, Any]:
+    """A status without the parts that only describe a waiting run's place in line."""
+    stripped = {k: v for k, v in status.items() if k not in ("waitingFor", "message")}
+    stripped["conditions"] = [
+        {k: v for k, v in c.items() if not (c.get("type") == ADMITTED and k == "message")}
+        for c in status.get("conditions", [])
+    ]
+    stripped["taskRuns"] = [
+        {k: v for k, v in t.items() if k not in ("waitingFor", "message")} for t in status.get("taskRuns", [])
+    ]
+    return stripped
+
+
+class Reconciler:
+    def __init__(self, kube: Kube, store: Store | None = None, namespaces: Iterable[str] | None = None) -> None:
+        self.kube = kube
+        self.store = store or Store()
+        self.namespaces = list(namespaces) if namespaces else None
+        self.stats = PassStats()
+        self._dirty: set[str] = set()
+        self._wakeup = asyncio.Event()
+        self._timers: dict[str, tuple[float, asyncio.TimerHandle]] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._last_cosmetic_write: dict[tuple[str, str], float] = {}
+        self._rejected: dict[tuple[str, str], str] = {}
+        self._ready = False
+        self._task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------------------ event intake
+
+    def mark(self, namespace: str | None) -> None:
+        if namespace is None:
+            return
+        self._dirty.add(namespace)
+        self._wakeup.set()
+
+    def on_run(self, event_type: str | None, obj: dict[str, Any]) -> None:
+        self.mark(self.store.put_run(obj, deleted=event_type == "DELETED"))
+
+    def on_job(self, event_type: str | None, obj: dict[str, Any]) -> None:
+        self.mark(self.store.put_job(obj, deleted=event_type == "DELETED"))
+
+    def on_limit(self, event_type: str | None, obj: dict[str, Any]) -> None:
+        self.mark(self.store.put_limit(obj, deleted=event_type == "DELETED"))
+
+    # ------------------------------------------------------------------------------------ lifecycle
+
+    async def seed(self) -> None:
+        """Rebuild the view from the API before the first admission (no over-admission after a restart)."""
+        found = await self.kube.list_objects(self.namespaces)
+        for obj in found["concurrencylimits"]:
+            obj.setdefault("kind", "ConcurrencyLimit")
+            self.store.put_limit(obj)
+        for obj in found["jobs"]:
+            self.store.put_job(obj)
+        for obj in found["flowruns"]:
+            obj.setdefault("kind", "FlowRun")
+            self.store.put_run(obj)
+        self._ready = True
+        for ns in self.store.namespaces():
+            self.mark(ns)
+        log.info(
+            "view rebuilt: %d flow runs, %d jobs, %d concurrency limits",
+            len(found["flowruns"]),
+            len(found["jobs"]),
+            len(found["concurrencylimits"]),
+        )
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="flowrun-reconciler")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for _, handle in self._timers.values():
+            handle.cancel()
+
+    async def _loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            if not self._ready:
+                continue
+            batch, self._dirty = self._dirty, set()
+            for namespace in sorted(batch):
+                started = time.perf_counter()
+                try:
+                    await self.reconcile(namespace)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    self.stats.errors += 1
+                    log.exception("reconcile pass for namespace %s failed; retrying", namespace)
+                    self._wake_later(namespace, time.monotonic() + RETRY_BACKOFF_SECONDS)
+                self.stats.passes += 1
+                self.stats.last_pass_seconds = time.perf_counter() - started
+
+    def _wake_later(self, namespace: str, at_monotonic: float) -> None:
+        current = self._timers.get(namespace)
+        if current is not None:
+            if current[0] <= at_monotonic and not current[1].cancelled():
+                return
+            current[1].cancel()
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self._timers.pop(namespace, None)
+            self.mark(namespace)
+
+        self._timers[namespace] = (
+            at_monotonic,
+            loop.call_at(loop.time() + max(0.0, at_monotonic - time.monotonic()), fire),
+        )
+
+    def _wake_at(self, namespace: str, when: datetime, now: datetime) -> None:
+        # Status times have second precision; a small margin avoids waking a hair too early.
+        delay = (when - now).total_seconds() + 0.05
+        self._wake_later(namespace, time.monotonic() + max(0.0, delay))
+
+    # ----------------------------------------------------------------------------------- the pass
+
+    async def reconcile(self, namespace: str) -> None:
+        now = datetime.now(UTC)
+        store = self.store
+        runs = store.runs[namespace]
+        jobs_by_run = store.jobs_by_run(namespace)
+        limits = {name: lim for name, lim in store.limits[namespace].items() if lim.spec is not None}
+
+        observations: dict[str, RunObservation] = {}
+        orphans: list[JobInfo] = []
+        for name, run in runs.items():
+            own = [j for j in jobs_by_run.get(name, []) if j.owner_uid in ("", run.uid)]
+            observation = observe(run, own, now)
+            rejection = self._rejected.get((namespace, name))
+            if rejection and observation.terminal is None:
+                observation.terminal = FlowRunPhase.FAILED
+                observation.terminal_reason = "JobRejected"
+                observation.terminal_message = rejection
+            observations[name] = observation
+        for run_name, jobs in jobs_by_run.items():
+            owner = runs.get(run_name)
+            orphans.extend(j for j in jobs if j.unfinished and (owner is None or j.owner_uid not in ("", owner.uid)))
+
+        run_result, task_result = self._admit(observations, orphans, limits)
+
+        plans: dict[str, RunPlan] = {}
+        admitted_runs = set(run_result.admitted)
+        admitted_units = set(task_result.admitted)
+        for name, observation in observations.items():
+            plans[name] = plan(
+                observation,
+                run_admitted=name in admitted_runs,
+                run_waits=run_result.waiting.get(name, []),
+                admitted_units=admitted_units,
+                unit_waits=task_result.waiting,
+                now=now,
+            )
+
+        await self._create_jobs(namespace, plans)
+        await self._write(namespace, plans, now)
+        await self._write_limits(namespace, store.limits[namespace], run_result, task_result)
+
+        wake = [p.wake_at for p in plans.values() if p.wake_at is not None]
+        if wake:
+            self._wake_at(namespace, min(wake), now)
+
+    def _admit(
+        self,
+        observations: dict[str, RunObservation],
+        orphans: list[JobInfo],
+        limits: dict[str, LimitSnapshot],
+    ) -> tuple[Admission, Admission]:
+        label_limits = {n: lim for n, lim in limits.items() if lim.spec and lim.spec.selector is not None}
+        tag_limits = {n: lim for n, lim in limits.items() if lim.spec and lim.spec.tag}
+        run_holders: dict[str, list[str]] = defaultdict(list)
+        task_holders: dict[str, list[str]] = defaultdict(list)
+        run_limits: dict[str, tuple[str, ...]] = {}
+        for name, observation in observations.items():
+            labels = observation.snapshot.labels
+            run_limits[name] = tuple(n for n, lim in label_limits.items() if lim.spec and lim.spec.matches_run(labels))
+            if observation.holds_run_slot:
+                for limit_name in run_limits[name]:
+                    run_holders[limit_name].append(name)
+            for state in observation.units:
+                if state.holds_slot and state.unit.tags:
+                    for limit_name, lim in tag_limits.items():
+                        if lim.spec and lim.spec.matches_task(list(state.unit.tags)):
+                            task_holders[limit_name].append(state.unit.request_key(name))
+        # Jobs whose FlowRun is gone (garbage collection pending) keep their slots until they finish.
+        for job in orphans:
+            for limit_name, lim in label_limits.items():
+                if lim.spec and lim.spec.matches_run(job.labels) and job.run not in run_holders[limit_name]:
+                    run_holders[limit_name].append(job.run)
+            for limit_name, lim in tag_limits.items():
+                if job.tags and lim.spec and lim.spec.matches_task(list(job.tags)):
+                    task_holders[limit_name].append(f"{job.run}/{job.task}")
+
+        run_requests = [
+            Request(name, _priority(o), o.snapshot.created, run_limits[name])
+            for name, o in observations.items()
+            if o.needs_admission and o.terminal is None
+        ]
+        run_result = admit(
+            run_requests, {n: lim.spec.limit for n, lim in label_limits.items() if lim.spec}, run_holders
+        )
+        admitted = set(run_result.admitted)
+
+        task_requests = []
+        for name, observation in observations.items():
+            if observation.terminal is not None or not (observation.admitted or name in admitted):
+                continue
+            for state in observation.units:
+                if state.wants_attempt is None or not state.unit.tags:
+                    continue
+                matched = tuple(
+                    n for n, lim in tag_limits.items() if lim.spec and lim.spec.matches_task(list(state.unit.tags))
+                )
+                task_requests.append(
+                    Request(state.unit.request_key(name), _priority(observation), observation.snapshot.created, matched)
+                )
+        task_result = admit(
+            task_requests, {n: lim.spec.limit for n, lim in tag_limits.items() if lim.spec}, task_holders
+        )
+        return run_result, task_result
+
+    async def _create_jobs(self, namespace: str, plans: dict[str, RunPlan]) -> None:
+        work = [(name, job) for name, p in plans.items() for job in p.create_jobs]
+        if not work:
+            return
+        runs = self.store.runs[namespace]
+
+        async def create(run_name: str, job: JobToCreate) -> None:
+            run = runs.get(run_name)
+            if run is None:
+                return
+            body = build_job(run, job.unit, job.attempt, job.name)
+            try:
+                created = await self.kube.create_job(namespace, body)
+            except Conflict:
+                existing = await self.kube.get_job(namespace, job.name)
+                if existing is None:
+                    raise
+                owner = [o.get("uid") for o in existing["metadata"].get("ownerReferences") or []]
+                if run.uid not in owner:
+                    # A Job of an earlier FlowRun with the same name, not yet garbage collected: wait.
+                    log.info("job %s/%s belongs to an older run; waiting for its removal", namespace, job.name)
+                    plans[run_name] = RunPlan(status=run.status)
+                    return
+                created = existing
+            except ApiException as error:
+                if error.status in (400, 403, 422):
+                    reason = _api_message(error)
+                    self._rejected[(namespace, run_name)] = f"Job {job.name} was rejected: {reason}"
+                    self.mark(namespace)
+                    plans[run_name] = RunPlan(status=run.status)
+                    log.warning("job %s/%s rejected: %s", namespace, job.name, reason)
+                    return
+                raise
+            self.store.put_job(created)
+            self.stats.jobs_created += 1
+
+        await asyncio.gather(*(create(name, job) for name, job in work))
+
+    async def _write(self, namespace: str, plans: dict[str, RunPlan], now: datetime) -> None:
+        runs = self.store.runs[namespace]
+        objects = self.store.run_objects[namespace]
+        writes = []
+        mono = time.monotonic()
+        for name, run_plan in plans.items():
+            run = runs.get(name)
+            if run is None:
+                continue
+            for job_name in run_plan.delete_jobs:
+                writes.append(self.kube.delete_job(namespace, job_name))
+            desired = run_plan.status.to_api()
+            current = run.status.to_api()
+            if desired != current:
+                key = (namespace, name)
+                if _cosmetic(desired) == _cosmetic(current) and run_plan.status.phase == run.status.phase:
+                    due = self._last_cosmetic_write.get(key, 0.0) + WAITING_REFRESH_SECONDS
+                    if mono < due:
+                        self._wake_later(namespace, due)
+                        continue
+                self._last_cosmetic_write[key] = mono
+                patch = {**{k: None for k in current if k not in desired}, **desired}
+                writes.append(self._patch_run(namespace, name, patch, objects.get(name), run_plan.events))
+            if run_plan.delete_run:
+                writes.append(self.kube.delete_object(FLOWRUN_PLURAL, namespace, name))
+        if writes:
+            results = await asyncio.gather(*writes, return_exceptions=True)
+            failures = [r for r in results if isinstance(r, BaseException)]
+            for failure in failures:
+                if isinstance(failure, ApiException) and failure.status == 404:
+                    continue  # deleted meanwhile; the watch tells us
+                log.warning("write in namespace %s failed: %s", namespace, failure)
+                self._wake_later(namespace, time.monotonic() + RETRY_BACKOFF_SECONDS)
+
+    async def _patch_run(
+        self,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        obj: dict[str, Any] | None,
+        events: list[RunEvent],
+    ) -> None:
+        stored = await self.kube.patch_status(FLOWRUN_PLURAL, namespace, name, status)
+        self.stats.status_writes += 1
+        self.store.put_run(stored)
+        for event in events:
+            self._spawn(self.kube.post_event(stored, event.type, event.reason, event.message))
+
+    async def _write_limits(
+        self, namespace: str, limits: dict[str, LimitSnapshot], run_result: Admission, task_result: Admission
+    ) -> None:
+        now = datetime.now(UTC)
+        writes = []
+        for name, lim in list(limits.items()):
+            usage = run_result.usage.get(name) or task_result.usage.get(name)
+            status = ConcurrencyLimitStatus(
+                in_use=usage.in_use if usage else 0,
+                pending=usage.pending if usage else 0,
+                active=list(usage.active) if usage else [],
+                conditions=list(lim.status.conditions),
+                observed_generation=lim.generation,
+            )
+            if lim.spec is None:
+                ready = Condition(
+                    type="Ready",
+                    status=ConditionStatus.FALSE,
+                    reason="InvalidSpec",
+                    message=lim.spec_error or "invalid spec",
+                    observed_generation=lim.generation,
+                )
+            else:
+                over = status.in_use > lim.spec.limit
+                ready = Condition(
+                    type="Ready",
+                    status=ConditionStatus.TRUE,
+                    reason="OverLimit" if over else "Enforced",
+                    message=(
+                        f"{status.in_use}/{lim.spec.limit} in use"
+                        + (" (limit lowered below usage; no new admissions until runs finish)" if over else "")
+                        + f", {status.pending} pending"
+                    ),
+                    observed_generation=lim.generation,
+                )
+            status.conditions = set_condition(status.conditions, ready, now)
+            desired, current = status.to_api(), lim.status.to_api()
+            if desired != current:
+                writes.append(self._patch_limit(namespace, name, desired, lim))
+        if writes:
+            results = await asyncio.gather(*writes, return_exceptions=True)
+            for failure in results:
+                if isinstance(failure, BaseException) and not (
+                    isinstance(failure, ApiException) and failure.status == 404
+                ):
+                    log.warning("limit status write in namespace %s failed: %s", namespace, failure)
+
+    async def _patch_limit(self, namespace: str, name: str, status: dict[str, Any], lim: LimitSnapshot) -> None:
+        stored = await self.kube.patch_status(LIMIT_PLURAL, namespace, name, status)
+        stored.setdefault("kind", "ConcurrencyLimit")
+        self.store.put_limit(stored)
+        before = lim.status.condition("Ready")
+        if lim.spec is None and (before is None or before.reason != "InvalidSpec"):
+            self._spawn(self.kube.post_event(stored, "Warning", "InvalidSpec", lim.spec_error or "invalid spec"))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def _priority(observation: RunObservation) -> int:
+    spec = observation.snapshot.spec
+    return spec.priority if spec else 0
+
+
+def _api_message(error: ApiException) -> str:
+    try:
+        body = json.loads(error.body or "{}")
+        return str(body.get("message") or error.reason)
+    except ValueError:
+        return str(error.reason)

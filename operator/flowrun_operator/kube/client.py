@@ -1,0 +1,194 @@
+"""Small, idempotent helpers over the official Kubernetes client.
+
+The official client is synchronous; every call here runs in a dedicated thread pool so the operator's
+event loop never blocks, and bodies travel as plain dicts (`_preload_content=False` skips the client's
+slow model deserialization).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from flowrun_operator.api.common import FLOWRUN_PLURAL, GROUP, LIMIT_PLURAL, RUN_LABEL, VERSION
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+MERGE_PATCH = "application/merge-patch+json"
+
+
+def load_config() -> kubernetes.client.ApiClient:
+    """In-cluster credentials when running in a Pod, else $KUBECONFIG / ~/.kube/config."""
+    configuration = kubernetes.client.Configuration()
+    try:
+        kubernetes.config.load_incluster_config(client_configuration=configuration)
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config(client_configuration=configuration)
+    # Enough pooled connections for the concurrent writes of one admission pass.
+    configuration.connection_pool_maxsize = 32
+    return kubernetes.client.ApiClient(configuration)
+
+
+class Conflict(Exception):
+    """The object exists already (409 on create)."""
+
+
+class Kube:
+    """The operator's writes and initial reads."""
+
+    def __init__(self, api: kubernetes.client.ApiClient | None = None, *, threads: int = 16) -> None:
+        self.api = api or load_config()
+        self.custom = kubernetes.client.CustomObjectsApi(self.api)
+        self.batch = kubernetes.client.BatchV1Api(self.api)
+        self.core = kubernetes.client.CoreV1Api(self.api)
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kube")
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.api.close()
+
+    # ----------------------------------------------------------------------------------------- reads
+
+    async def list_objects(self, namespaces: Iterable[str] | None) -> dict[str, list[dict[str, Any]]]:
+        """FlowRuns, ConcurrencyLimits and the operator's Jobs, in the given namespaces or all of them."""
+
+        def read() -> dict[str, list[dict[str, Any]]]:
+            found: dict[str, list[dict[str, Any]]] = {"flowruns": [], "concurrencylimits": [], "jobs": []}
+            scopes: list[str | None] = list(namespaces) if namespaces else [None]
+            for ns in scopes:
+                for plural in (FLOWRUN_PLURAL, LIMIT_PLURAL):
+                    if ns is None:
+                        items = self.custom.list_cluster_custom_object(GROUP, VERSION, plural)["items"]
+                    else:
+                        items = self.custom.list_namespaced_custom_object(GROUP, VERSION, ns, plural)["items"]
+                    found[plural].extend(items)
+                if ns is None:
+                    response = self.batch.list_job_for_all_namespaces(label_selector=RUN_LABEL, _preload_content=False)
+                else:
+                    response = self.batch.list_namespaced_job(ns, label_selector=RUN_LABEL, _preload_content=False)
+                payload = json.loads(response.data)
+                for job in payload["items"]:
+                    job.setdefault("apiVersion", "batch/v1")
+                    job.setdefault("kind", "Job")
+                found["jobs"].extend(payload["items"])
+            return found
+
+        return await self._run(read)
+
+    async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        def read() -> dict[str, Any] | None:
+            try:
+                response = self.batch.read_namespaced_job(name, namespace, _preload_content=False)
+            except ApiException as error:
+                if error.status == 404:
+                    return None
+                raise
+            job: dict[str, Any] = json.loads(response.data)
+            return job
+
+        return await self._run(read)
+
+    # ---------------------------------------------------------------------------------------- writes
+
+    async def create_job(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Create a Job; raises Conflict when one of that name exists already."""
+
+        def write() -> dict[str, Any]:
+            try:
+                response = self.batch.create_namespaced_job(namespace, body, _preload_content=False)
+            except ApiException as error:
+                if error.status == 409:
+                    raise Conflict(body["metadata"]["name"]) from error
+                raise
+            job: dict[str, Any] = json.loads(response.data)
+            return job
+
+        return await self._run(write)
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        """Delete a Job and, in the background, its pods. A Job already gone is fine."""
+
+        def write() -> None:
+            try:
+                self.batch.delete_namespaced_job(
+                    name, namespace, propagation_policy="Background", _preload_content=False
+                )
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+
+        await self._run(write)
+
+    async def patch_status(self, plural: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        """Merge-patch the status subresource; returns the object as stored."""
+
+        def write() -> dict[str, Any]:
+            result: dict[str, Any] = self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, plural, name, {"status": status}, _content_type=MERGE_PATCH
+            )
+            return result
+
+        return await self._run(write)
+
+    async def delete_object(self, plural: str, namespace: str, name: str) -> None:
+        def write() -> None:
+            try:
+                self.custom.delete_namespaced_custom_object(
+                    GROUP, VERSION, namespace, plural, name, propagation_policy="Background"
+                )
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+
+        await self._run(write)
+
+    async def post_event(
+        self, obj: dict[str, Any], event_type: str, reason: str, message: str, component: str = "flowrun-operator"
+    ) -> None:
+        """Record a core/v1 Event about an object, so `kubectl describe` shows its history."""
+        meta = obj.get("metadata") or {}
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{meta.get('name')}.{uuid.uuid4().hex[:16]}", "namespace": meta.get("namespace")},
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion"),
+                "kind": obj.get("kind"),
+                "name": meta.get("name"),
+                "namespace": meta.get("namespace"),
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": event_type,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": component},
+            "reportingComponent": component,
+            "reportingInstance": component,
+            "firstTimestamp": now[:19] + "Z",
+            "lastTimestamp": now[:19] + "Z",
+            "eventTime": now,
+            "action": reason,
+            "count": 1,
+        }
+
+        def write() -> None:
+            self.core.create_namespaced_event(meta.get("namespace"), body, _preload_content=False)
+
+        try:
+            await self._run(write)
+        except Exception as error:  # Events are best effort: never let one fail a reconcile pass.
+            log.debug("could not post event %s on %s: %s", reason, meta.get("name"), error)
