@@ -278,7 +278,7 @@ def observe(run: RunSnapshot, jobs: Sequence[JobInfo], now: datetime) -> RunObse
     observation = RunObservation(snapshot=run, units=[])
     if previous_phase is not None and is_terminal(previous_phase):
         observation.terminal = FlowRunPhase(previous_phase)
-        observation.terminal_reason = _condition_reason(run.status.conditions, FINISHED)
+        observation.terminal_reason = _condition_reason(run.status.conditions, FINISHED) or str(previous_phase)
         observation.terminal_message = run.status.message or ""
         observation.admitted = bool(jobs)
         observation.delete_jobs = [j.name for j in jobs if j.unfinished and not j.deleting]
