@@ -265,3 +265,10 @@ def test_dag_cancel_marks_unfinished_tasks_cancelled() -> None:
     assert p.status.phase == FlowRunPhase.CANCELLED
     assert task_phases(p) == {"extract": "Succeeded", "transform": "Cancelled", "report": "Cancelled"}
     assert p.delete_jobs == ["r-report-1"]
+
+
+def test_pod_finished_before_the_job_is_marked_complete_is_still_running() -> None:
+    status = {"phase": "Running", "attempt": 1, "jobName": "r-1"}
+    p = decide(flowrun(status), [job(ready=0)])
+    assert p.status.phase == FlowRunPhase.RUNNING
+    assert p.events == []

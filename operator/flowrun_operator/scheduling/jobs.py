@@ -43,6 +43,7 @@ class JobInfo:
     deleting: bool
     ready: int
     active: int
+    pods_finished: int
     started: datetime | None
     outcome: JobOutcome | None
     reason: str
@@ -56,7 +57,7 @@ class JobInfo:
     @property
     def pod_started(self) -> bool:
         """Whether a pod of this Job has run (is running and ready, or has already finished)."""
-        return self.ready > 0 or self.outcome is not None
+        return self.ready > 0 or self.pods_finished > 0 or self.outcome is not None
 
 
 def job_info_from(job: dict[str, Any]) -> JobInfo | None:
@@ -101,6 +102,9 @@ def job_info_from(job: dict[str, Any]) -> JobInfo | None:
         deleting=bool(meta.get("deletionTimestamp")),
         ready=int(status.get("ready") or 0),
         active=int(status.get("active") or 0),
+        pods_finished=int(status.get("succeeded") or 0)
+        + int(status.get("failed") or 0)
+        + sum(len(v or []) for v in (status.get("uncountedTerminatedPods") or {}).values()),
         started=_time(status.get("startTime")),
         outcome=outcome,
         reason=reason,

@@ -239,9 +239,13 @@ def _observe_unit(
         state.completion = now
         return state
     if job.unfinished:
-        state.phase = TaskRunPhase.RUNNING if job.ready > 0 else TaskRunPhase.SUBMITTED
+        # A pod that has finished leaves `ready` at 0 before the Job is marked Complete/Failed: that
+        # is still a running attempt, not a newly submitted one.
+        was_running = previous is not None and previous.attempt == attempt and previous.phase == TaskRunPhase.RUNNING
+        running = job.pod_started or was_running
+        state.phase = TaskRunPhase.RUNNING if running else TaskRunPhase.SUBMITTED
         state.holds_slot = True
-        state.message = f"Job {job.name}" + (" running" if job.ready > 0 else " created")
+        state.message = f"Job {job.name}" + (" running" if running else " created")
         return state
     if job.outcome is JobOutcome.SUCCEEDED:
         state.phase = TaskRunPhase.SUCCEEDED
