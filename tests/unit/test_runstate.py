@@ -272,3 +272,40 @@ def test_pod_finished_before_the_job_is_marked_complete_is_still_running() -> No
     p = decide(flowrun(status), [job(ready=0)])
     assert p.status.phase == FlowRunPhase.RUNNING
     assert p.events == []
+
+
+def test_rerun_of_a_failed_dag_reruns_failed_and_skipped_tasks_only() -> None:
+    failed_status = {
+        "phase": "Failed",
+        "attempt": 1,
+        "completionTime": ts(-5),
+        "taskRuns": [
+            {"name": "extract", "phase": "Failed", "attempt": 1, "reason": "Error"},
+            {"name": "transform", "phase": "Skipped", "attempt": 0, "reason": "UpstreamFailed"},
+            {"name": "report", "phase": "Succeeded", "attempt": 1},
+        ],
+    }
+    jobs = [job(1, "extract", outcome="Failed", reason="Error"), job(1, "report", outcome="Complete")]
+    obj = flowrun(failed_status, tasks=DAG)
+    assert decide(obj, jobs).status.phase == FlowRunPhase.FAILED  # no rerun asked
+    obj["metadata"]["annotations"] = {"flowrun.io/rerun": "1"}
+    p = decide(obj, jobs)
+    assert [j.name for j in p.create_jobs] == ["r-extract-2"]
+    assert p.status.phase == FlowRunPhase.RUNNING  # report's pod ran already
+    assert p.status.reruns == 1
+    assert p.status.completion_time is None
+    assert task_phases(p) == {"extract": "Submitted", "transform": "Scheduled", "report": "Succeeded"}
+
+
+def test_rerun_of_a_failed_single_template_run_starts_a_new_attempt() -> None:
+    status = {"phase": "Failed", "attempt": 1, "jobName": "r-1", "completionTime": ts(-5)}
+    obj = flowrun(status)
+    obj["metadata"]["annotations"] = {"flowrun.io/rerun": "1"}
+    p = decide(obj, [job(1, outcome="Failed", reason="Error")])
+    assert [j.name for j in p.create_jobs] == ["r-2"]
+    # once written, the rerun is not started again and the new attempt counts as allowed
+    written = flowrun(p.status.to_api())
+    written["metadata"]["annotations"] = {"flowrun.io/rerun": "1"}
+    again = decide(written, [job(1, outcome="Failed", reason="Error"), job(2, ready=1)])
+    assert again.create_jobs == []
+    assert again.status.phase == FlowRunPhase.RUNNING

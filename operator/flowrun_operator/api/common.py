@@ -28,6 +28,8 @@ RUN_LABEL = "flowrun.io/run"
 FLOW_LABEL = "flowrun.io/flow"
 TASK_LABEL = "flowrun.io/task"
 ATTEMPT_LABEL = "flowrun.io/attempt"
+# Set to an integer greater than status.reruns to re-run a Failed run's failed and skipped tasks.
+RERUN_ANNOTATION = "flowrun.io/rerun"
 
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1

@@ -300,6 +300,11 @@ class FlowRunStatus(ApiModel):
         description="The .metadata.generation this status was computed for.",
     )
     attempt: int | None = Field(None, ge=0, description="Current attempt of the run, from 1.")
+    reruns: int | None = Field(
+        None,
+        ge=0,
+        description="How many reruns (annotation flowrun.io/rerun) the operator has started for this run.",
+    )
     start_time: Timestamp | None = Field(None, description="When the run's first Job was created.")
     completion_time: Timestamp | None = Field(None, description="When the run finished.")
     duration: str | None = Field(

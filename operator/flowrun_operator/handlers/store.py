@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from flowrun_operator.api.common import parse_time
+from flowrun_operator.api.common import RERUN_ANNOTATION, parse_time
 from flowrun_operator.api.concurrencylimit import ConcurrencyLimitSpec, ConcurrencyLimitStatus
 from flowrun_operator.api.flowrun import FlowRunSpec, FlowRunStatus
 from flowrun_operator.scheduling.jobs import JobInfo, job_info_from
@@ -60,6 +60,10 @@ def run_snapshot(obj: dict[str, Any]) -> RunSnapshot:
     except ValidationError:
         status = FlowRunStatus()  # unreadable status: rebuild it from the Jobs
     created = meta.get("creationTimestamp")
+    try:
+        rerun = int((meta.get("annotations") or {}).get(RERUN_ANNOTATION) or 0)
+    except ValueError:
+        rerun = 0
     return RunSnapshot(
         name=meta.get("name", ""),
         namespace=meta.get("namespace", ""),
@@ -70,6 +74,7 @@ def run_snapshot(obj: dict[str, Any]) -> RunSnapshot:
         spec=spec,
         status=status,
         spec_error=error,
+        rerun_requested=rerun,
     )
 
 

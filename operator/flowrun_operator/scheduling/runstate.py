@@ -14,7 +14,7 @@ picks up exactly where the old one stopped. Terminal phases are sticky.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -61,6 +61,7 @@ class RunSnapshot:
     spec: FlowRunSpec | None
     status: FlowRunStatus
     spec_error: str | None = None
+    rerun_requested: int = 0  # from the flowrun.io/rerun annotation
 
     @property
     def key(self) -> str:
@@ -142,7 +143,9 @@ class RunPlan:
     wake_at: datetime | None = None
 
 
-def units_of(spec: FlowRunSpec) -> list[Unit]:
+def units_of(spec: FlowRunSpec, reruns: int = 0) -> list[Unit]:
+    """The run's units of work. Each rerun grants every unit another full set of attempts."""
+    rounds = 1 + reruns
     if spec.tasks:
         return [
             Unit(
@@ -150,12 +153,12 @@ def units_of(spec: FlowRunSpec) -> list[Unit]:
                 template=task.template.model_dump(mode="json", by_alias=True, exclude_none=True),
                 depends_on=tuple(task.depends_on),
                 tags=tuple(task.tags),
-                max_attempts=1 + (task.retries if task.retries is not None else spec.retries),
+                max_attempts=rounds * (1 + (task.retries if task.retries is not None else spec.retries)),
             )
             for task in spec.tasks
         ]
     template = spec.template.model_dump(mode="json", by_alias=True, exclude_none=True) if spec.template else {}
-    return [Unit(task=None, template=template, depends_on=(), tags=(), max_attempts=1 + spec.retries)]
+    return [Unit(task=None, template=template, depends_on=(), tags=(), max_attempts=rounds * (1 + spec.retries))]
 
 
 def _earliest(*times: datetime | None) -> datetime | None:
@@ -278,6 +281,10 @@ _NOT_SUCCEEDED = {TaskRunPhase.FAILED, TaskRunPhase.SKIPPED, TaskRunPhase.CANCEL
 def observe(run: RunSnapshot, jobs: Sequence[JobInfo], now: datetime) -> RunObservation:
     """What a run is doing now and what it asks for, before any admission decision."""
     spec = run.spec
+    reruns = run.status.reruns or 0
+    if _rerun_requested(run):
+        run = _start_rerun(run)
+        reruns = run.rerun_requested
     previous_phase = run.status.phase
     observation = RunObservation(snapshot=run, units=[])
     if previous_phase is not None and is_terminal(previous_phase):
@@ -292,7 +299,7 @@ def observe(run: RunSnapshot, jobs: Sequence[JobInfo], now: datetime) -> RunObse
         observation.terminal_reason = REASON_INVALID_SPEC
         observation.terminal_message = run.spec_error or "spec could not be read"
         return observation
-    units = units_of(spec)
+    units = units_of(spec, reruns)
     if spec.tasks:
         cycle = find_cycle({u.task or "": u.depends_on for u in units})
         if cycle:
@@ -377,6 +384,35 @@ def observe(run: RunSnapshot, jobs: Sequence[JobInfo], now: datetime) -> RunObse
     return observation
 
 
+def _rerun_requested(run: RunSnapshot) -> bool:
+    return (
+        run.status.phase == FlowRunPhase.FAILED
+        and run.spec is not None
+        and not run.spec.cancel
+        and run.spec_error is None
+        and run.rerun_requested > (run.status.reruns or 0)
+    )
+
+
+def _start_rerun(run: RunSnapshot) -> RunSnapshot:
+    """The run as if it had not finished: failed, skipped and cancelled tasks go back to waiting."""
+    status = run.status.model_copy(
+        update={
+            "phase": None,
+            "completion_time": None,
+            "duration": None,
+            "reruns": run.rerun_requested,
+            "task_runs": [
+                t
+                if t.phase == TaskRunPhase.SUCCEEDED
+                else t.model_copy(update={"phase": TaskRunPhase.SCHEDULED, "completion_time": None})
+                for t in run.status.task_runs
+            ],
+        }
+    )
+    return replace(run, status=status)
+
+
 def _topological(units: Sequence[Unit]) -> list[Unit]:
     placed: set[str | None] = set()
     ordered: list[Unit] = []
@@ -422,6 +458,7 @@ def plan(
         conditions=list(previous.conditions),
         observed_generation=generation,
         attempt=previous.attempt,
+        reruns=previous.reruns,
         start_time=previous.start_time,
         completion_time=previous.completion_time,
         duration=previous.duration,
