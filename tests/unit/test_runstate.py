@@ -309,3 +309,12 @@ def test_rerun_of_a_failed_single_template_run_starts_a_new_attempt() -> None:
     again = decide(written, [job(1, outcome="Failed", reason="Error"), job(2, ready=1)])
     assert again.create_jobs == []
     assert again.status.phase == FlowRunPhase.RUNNING
+
+
+def test_finished_dag_keeps_its_task_runs() -> None:
+    jobs = [job(1, n, outcome="Complete") for n in ("extract", "transform", "report")]
+    first = decide(flowrun({"phase": "Running"}, tasks=DAG), jobs)
+    assert first.status.phase == FlowRunPhase.SUCCEEDED
+    again = decide(flowrun(first.status.to_api(), tasks=DAG), jobs)
+    assert again.status.to_api() == first.status.to_api()
+    assert task_phases(again) == dict.fromkeys(["extract", "transform", "report"], "Succeeded")

@@ -464,6 +464,7 @@ def plan(
         duration=previous.duration,
         message=previous.message,
         job_name=previous.job_name,
+        task_runs=list(previous.task_runs),
     )
     result = RunPlan(status=status, delete_jobs=list(observation.delete_jobs))
     admitted = observation.admitted or run_admitted
@@ -508,7 +509,7 @@ def plan(
         if starts and status.start_time is None:
             status.start_time = min(starts)
     status.waiting_for = _waiting(run_waits) if phase == FlowRunPhase.PENDING else []
-    if observation.is_dag:
+    if observation.is_dag and observation.units:
         status.task_runs = [_task_run(state, unit_waits, run.name) for state in observation.units]
 
     terminal = is_terminal(phase)
