@@ -1,0 +1,1 @@
+"""End-to-end tests: the Helm chart installed with real helm, runs driven with real kubectl."""
