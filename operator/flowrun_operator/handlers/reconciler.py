@@ -95,6 +95,11 @@ class Reconciler:
         self._wakeup.set()
 
     def on_run(self, event_type: str | None, obj: dict[str, Any]) -> None:
+        if event_type == "DELETED":
+            meta = obj.get("metadata") or {}
+            key = (meta.get("namespace", ""), meta.get("name", ""))
+            self._last_cosmetic_write.pop(key, None)
+            self._rejected.pop(key, None)
         self.mark(self.store.put_run(obj, deleted=event_type == "DELETED"))
 
     def on_job(self, event_type: str | None, obj: dict[str, Any]) -> None:
@@ -208,7 +213,10 @@ class Reconciler:
         plans: dict[str, RunPlan] = {}
         admitted_runs = set(run_result.admitted)
         admitted_units = set(task_result.admitted)
+        mono = time.monotonic()
         for name, observation in observations.items():
+            if self._settled(namespace, observation, name in admitted_runs, mono):
+                continue
             plans[name] = plan(
                 observation,
                 run_admitted=name in admitted_runs,
@@ -225,6 +233,29 @@ class Reconciler:
         wake = [p.wake_at for p in plans.values() if p.wake_at is not None]
         if wake:
             self._wake_at(namespace, min(wake), now)
+
+    def _settled(self, namespace: str, observation: RunObservation, admitted_now: bool, mono: float) -> bool:
+        """Whether planning this run could only produce a write that would be skipped anyway.
+
+        Two kinds of runs make up nearly all of a busy namespace: finished runs, whose status is final,
+        and runs waiting in a long line, whose only change is their place in it (written at most every
+        WAITING_REFRESH_SECONDS). Skipping their plans keeps a pass proportional to the runs that move.
+        """
+        run = observation.snapshot
+        status = run.status
+        if observation.terminal is not None:
+            return (
+                status.phase == observation.terminal
+                and status.observed_generation == run.generation
+                and not observation.delete_jobs
+                and not (run.spec and run.spec.ttl_seconds_after_finished is not None)
+            )
+        if observation.needs_admission and not admitted_now and status.phase == FlowRunPhase.PENDING:
+            due = self._last_cosmetic_write.get((namespace, run.name), 0.0) + WAITING_REFRESH_SECONDS
+            if mono < due and status.observed_generation == run.generation:
+                self._wake_later(namespace, due)
+                return True
+        return False
 
     def _admit(
         self,

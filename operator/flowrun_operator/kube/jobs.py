@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any
 
@@ -24,7 +23,7 @@ def build_job(run: RunSnapshot, unit: Unit, attempt: int, name: str) -> dict[str
         ours[TASK_LABEL] = unit.task
     labels = {**run.labels, **ours}
 
-    template = copy.deepcopy(dict(unit.template))
+    template = unit.template.to_api() if unit.template else {"spec": {}}
     pod_meta = template.setdefault("metadata", {}) or {}
     template["metadata"] = pod_meta
     pod_meta["labels"] = {**(pod_meta.get("labels") or {}), **ours}

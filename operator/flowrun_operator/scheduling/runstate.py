@@ -16,13 +16,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
 
 from flowrun_operator.api.common import Condition, ConditionStatus, format_duration, set_condition
 from flowrun_operator.api.flowrun import (
     FlowRunPhase,
     FlowRunSpec,
     FlowRunStatus,
+    PodTemplate,
     TaskRun,
     TaskRunPhase,
     WaitingFor,
@@ -73,7 +73,7 @@ class Unit:
     """One unit of work: the run's `template` (task None) or one of its `tasks`."""
 
     task: str | None
-    template: Mapping[str, Any]
+    template: PodTemplate | None
     depends_on: tuple[str, ...]
     tags: tuple[str, ...]
     max_attempts: int
@@ -150,15 +150,14 @@ def units_of(spec: FlowRunSpec, reruns: int = 0) -> list[Unit]:
         return [
             Unit(
                 task=task.name,
-                template=task.template.model_dump(mode="json", by_alias=True, exclude_none=True),
+                template=task.template,
                 depends_on=tuple(task.depends_on),
                 tags=tuple(task.tags),
                 max_attempts=rounds * (1 + (task.retries if task.retries is not None else spec.retries)),
             )
             for task in spec.tasks
         ]
-    template = spec.template.model_dump(mode="json", by_alias=True, exclude_none=True) if spec.template else {}
-    return [Unit(task=None, template=template, depends_on=(), tags=(), max_attempts=rounds * (1 + spec.retries))]
+    return [Unit(task=None, template=spec.template, depends_on=(), tags=(), max_attempts=rounds * (1 + spec.retries))]
 
 
 def _earliest(*times: datetime | None) -> datetime | None:
