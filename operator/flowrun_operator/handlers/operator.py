@@ -28,6 +28,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 60
     settings.persistence.finalizer = "flowrun.io/finalizer"  # never added: only on.event handlers exist
+    # The watched resources are fixed, so Kopf needs no CRD or namespace watches (nor the RBAC for them).
+    settings.scanning.disabled = True
     kube = Kube()
     reconciler = Reconciler(kube, namespaces=memo.get("namespaces") or None)
     # Read every run, Job and limit before the first admission, so a restart never over-admits.
