@@ -46,6 +46,8 @@ log = logging.getLogger("flowrun_operator.reconciler")
 # those: real transitions are written at once) are limited to one per run per this many seconds.
 WAITING_REFRESH_SECONDS = 5.0
 RETRY_BACKOFF_SECONDS = 1.0
+# A full re-list is a safety net only (admission is event-driven); informers resync on similar periods.
+RESYNC_SECONDS = 300.0
 
 
 @dataclass(slots=True)
@@ -85,6 +87,7 @@ class Reconciler:
         self._rejected: dict[tuple[str, str], str] = {}
         self._ready = False
         self._task: asyncio.Task[None] | None = None
+        self._resync_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------------------ event intake
 
@@ -110,15 +113,22 @@ class Reconciler:
 
     # ------------------------------------------------------------------------------------ lifecycle
 
-    async def seed(self) -> None:
-        """Rebuild the view from the API before the first admission (no over-admission after a restart)."""
+    async def seed(self, prune: bool = False) -> None:
+        """Rebuild the view from the API before the first admission (no over-admission after a restart).
+
+        Called again every RESYNC_SECONDS with prune=True as a safety net: level-triggered passes then
+        also recover from a deletion a watch stream never delivered.
+        """
         found = await self.kube.list_objects(self.namespaces)
-        for obj in found["concurrencylimits"]:
+        if prune:
+            for ns in self.store.prune(found):
+                self.mark(ns)
+        for obj in found.concurrencylimits:
             obj.setdefault("kind", "ConcurrencyLimit")
             self.store.put_limit(obj)
-        for obj in found["jobs"]:
+        for obj in found.jobs:
             self.store.put_job(obj)
-        for obj in found["flowruns"]:
+        for obj in found.flowruns:
             obj.setdefault("kind", "FlowRun")
             self.store.put_run(obj)
         self._ready = True
@@ -126,19 +136,31 @@ class Reconciler:
             self.mark(ns)
         log.info(
             "view rebuilt: %d flow runs, %d jobs, %d concurrency limits",
-            len(found["flowruns"]),
-            len(found["jobs"]),
-            len(found["concurrencylimits"]),
+            len(found.flowruns),
+            len(found.jobs),
+            len(found.concurrencylimits),
         )
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="flowrun-reconciler")
+        self._resync_task = asyncio.create_task(self._resync_loop(), name="flowrun-resync")
+
+    async def _resync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(RESYNC_SECONDS)
+            try:
+                await self.seed(prune=True)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("periodic resync failed: %s", error)
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._resync_task):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for _, handle in self._timers.values():
             handle.cancel()
 
@@ -197,7 +219,14 @@ class Reconciler:
         orphans: list[JobInfo] = []
         for name, run in runs.items():
             own = [j for j in jobs_by_run.get(name, []) if j.owner_uid in ("", run.uid)]
-            observation = observe(run, own, now)
+            try:
+                observation = observe(run, own, now)
+            except Exception:
+                # One run the operator cannot read must not stop the others; its Jobs keep their slots.
+                self.stats.errors += 1
+                log.exception("cannot evaluate flowrun %s/%s; skipping it in this pass", namespace, name)
+                orphans.extend(j for j in own if j.unfinished)
+                continue
             rejection = self._rejected.get((namespace, name))
             if rejection and observation.terminal is None:
                 observation.terminal = FlowRunPhase.FAILED
@@ -217,14 +246,18 @@ class Reconciler:
         for name, observation in observations.items():
             if self._settled(namespace, observation, name in admitted_runs, mono):
                 continue
-            plans[name] = plan(
-                observation,
-                run_admitted=name in admitted_runs,
-                run_waits=run_result.waiting.get(name, []),
-                admitted_units=admitted_units,
-                unit_waits=task_result.waiting,
-                now=now,
-            )
+            try:
+                plans[name] = plan(
+                    observation,
+                    run_admitted=name in admitted_runs,
+                    run_waits=run_result.waiting.get(name, []),
+                    admitted_units=admitted_units,
+                    unit_waits=task_result.waiting,
+                    now=now,
+                )
+            except Exception:
+                self.stats.errors += 1
+                log.exception("cannot plan flowrun %s/%s; skipping it in this pass", namespace, name)
 
         await self._create_jobs(namespace, plans)
         await self._write(namespace, plans, now)

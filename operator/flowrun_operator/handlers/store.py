@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from flowrun_operator.api.common import RERUN_ANNOTATION, parse_time
 from flowrun_operator.api.concurrencylimit import ConcurrencyLimitSpec, ConcurrencyLimitStatus
 from flowrun_operator.api.flowrun import FlowRunSpec, FlowRunStatus
+from flowrun_operator.kube.client import Listing
 from flowrun_operator.scheduling.jobs import JobInfo, job_info_from
 from flowrun_operator.scheduling.runstate import RunSnapshot
 
@@ -157,6 +158,40 @@ class Store:
             return None
         self.limits[ns][name] = limit_snapshot(obj)
         return ns
+
+    def prune(self, present: Listing) -> set[str]:
+        """Forget objects a fresh list no longer returns (a deletion the watch missed, e.g. across a
+        watch gap). Objects newer than the list are kept: they were written after it was taken."""
+
+        def keys(items: list[dict[str, Any]]) -> set[tuple[str, str]]:
+            return {
+                ((o.get("metadata") or {}).get("namespace", ""), (o.get("metadata") or {}).get("name", ""))
+                for o in items
+            }
+
+        def stale(obj: dict[str, Any]) -> bool:
+            version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+            return not version.isdigit() or int(version) <= present.resource_version
+
+        changed: set[str] = set()
+        run_keys, job_keys, limit_keys = (
+            keys(present.flowruns),
+            keys(present.jobs),
+            keys(present.concurrencylimits),
+        )
+        for ns, objects in self.run_objects.items():
+            for name in [n for n, o in objects.items() if (ns, n) not in run_keys and stale(o)]:
+                self.put_run(objects[name], deleted=True)
+                changed.add(ns)
+        for ns, objects in self.job_objects.items():
+            for name in [n for n, o in objects.items() if (ns, n) not in job_keys and stale(o)]:
+                self.put_job(objects[name], deleted=True)
+                changed.add(ns)
+        for ns, limits in self.limits.items():
+            for name in [n for n, lim in limits.items() if (ns, n) not in limit_keys and stale(lim.raw)]:
+                self.put_limit(limits[name].raw, deleted=True)
+                changed.add(ns)
+        return changed
 
     def jobs_by_run(self, namespace: str) -> dict[str, list[JobInfo]]:
         grouped: dict[str, list[JobInfo]] = defaultdict(list)

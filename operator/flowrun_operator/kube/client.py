@@ -13,6 +13,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -38,6 +39,20 @@ def load_config() -> kubernetes.client.ApiClient:
     return kubernetes.client.ApiClient(configuration)
 
 
+@dataclass(frozen=True, slots=True)
+class Listing:
+    flowruns: list[dict[str, Any]]
+    concurrencylimits: list[dict[str, Any]]
+    jobs: list[dict[str, Any]]
+    # The oldest of the lists' resourceVersions: an object missing from them and not newer is gone.
+    resource_version: int
+
+
+def _version(listing: dict[str, Any]) -> int:
+    value = str((listing.get("metadata") or {}).get("resourceVersion") or "0")
+    return int(value) if value.isdigit() else 0
+
+
 class Conflict(Exception):
     """The object exists already (409 on create)."""
 
@@ -61,19 +76,21 @@ class Kube:
 
     # ----------------------------------------------------------------------------------------- reads
 
-    async def list_objects(self, namespaces: Iterable[str] | None) -> dict[str, list[dict[str, Any]]]:
+    async def list_objects(self, namespaces: Iterable[str] | None) -> Listing:
         """FlowRuns, ConcurrencyLimits and the operator's Jobs, in the given namespaces or all of them."""
 
-        def read() -> dict[str, list[dict[str, Any]]]:
+        def read() -> Listing:
             found: dict[str, list[dict[str, Any]]] = {"flowruns": [], "concurrencylimits": [], "jobs": []}
+            versions: list[int] = []
             scopes: list[str | None] = list(namespaces) if namespaces else [None]
             for ns in scopes:
                 for plural in (FLOWRUN_PLURAL, LIMIT_PLURAL):
                     if ns is None:
-                        items = self.custom.list_cluster_custom_object(GROUP, VERSION, plural)["items"]
+                        listing = self.custom.list_cluster_custom_object(GROUP, VERSION, plural)
                     else:
-                        items = self.custom.list_namespaced_custom_object(GROUP, VERSION, ns, plural)["items"]
-                    found[plural].extend(items)
+                        listing = self.custom.list_namespaced_custom_object(GROUP, VERSION, ns, plural)
+                    found[plural].extend(listing["items"])
+                    versions.append(_version(listing))
                 if ns is None:
                     response = self.batch.list_job_for_all_namespaces(label_selector=RUN_LABEL, _preload_content=False)
                 else:
@@ -83,7 +100,8 @@ class Kube:
                     job.setdefault("apiVersion", "batch/v1")
                     job.setdefault("kind", "Job")
                 found["jobs"].extend(payload["items"])
-            return found
+                versions.append(_version(payload))
+            return Listing(found["flowruns"], found["concurrencylimits"], found["jobs"], min(versions))
 
         return await self._run(read)
 
