@@ -24,6 +24,7 @@ import http.client
 import json
 import os
 import shutil
+import signal
 import socket
 import ssl
 import time
@@ -380,6 +381,69 @@ class DevCluster:
                 self.pid_path(component).unlink()
         return running
 
+    def restart_component(self, component: str, *, kill: bool = True, timeout: float = 60) -> None:
+        """Stop one component and start it again with the same flags, ports and certificates, then wait until
+        it is ready again; the rest of the cluster keeps running. ``kill`` sends SIGKILL (a crash), otherwise
+        SIGTERM, and SIGKILL if it has not exited after ``timeout`` seconds (an API server with clients
+        watching finishes a graceful shutdown only after about a minute). Only for a cluster this object
+        started.
+
+        Ready means: etcd answers ``/health``, the scheduler ``/healthz``, the controller-manager and KWOK have
+        logged that their informers run again (they serve no probe here); and in every case the API server
+        answers ``/readyz``. Raises :class:`DevClusterError` naming the component's log if it does not come
+        back within ``timeout`` seconds.
+
+        With ``die_with_parent`` the new process dies with the *thread* that calls this method: call it from
+        a thread that outlives the cluster (as the main thread does).
+        """
+        if component not in COMPONENTS:
+            raise ValueError(f"unknown component {component!r}; one of {', '.join(COMPONENTS)}")
+        spawned = self._spawned.get(component)
+        ports, api = self._ports, self._api
+        if spawned is None or ports is None or api is None:
+            raise DevClusterError(f"{component}: not started by this DevCluster object", component=component)
+
+        if kill:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(spawned.pid, signal.SIGKILL)  # its own session: the group is the component
+            spawned.popen.wait(timeout=timeout)
+        else:
+            processes.terminate([spawned.pid], [spawned.popen], grace=timeout)
+        del self._spawned[component]
+
+        log = self.log_path(component)
+        offset = log.stat().st_size if log.exists() else 0
+        deadline = time.monotonic() + timeout
+        self._spawn(component)
+
+        def logged(marker: str) -> Callable[[], bool]:
+            def check() -> bool:
+                with open(log, "rb") as f:
+                    f.seek(offset)
+                    return marker.encode() in f.read()
+
+            return check
+
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE
+        checks: dict[str, tuple[str, Callable[[], bool]]] = {
+            ETCD: ("GET /health", lambda: _http_ok(f"http://{HOST}:{ports.etcd_client}/health")),
+            APISERVER: ("GET /readyz", lambda: api.request("GET", "/readyz")[0] == 200),
+            SCHEDULER: (
+                "GET /healthz",
+                lambda: _http_ok(f"https://{HOST}:{ports.scheduler}/healthz", context=insecure),
+            ),
+            CONTROLLER_MANAGER: ("informer caches synced (log)", logged('"Caches are synced"')),
+            KWOK: ("watching nodes (log)", logged('"Watch nodes"')),
+        }
+        what, check = checks[component]
+        self._wait(component, what, check, deadline, timeout)
+        if component != APISERVER:
+            what, check = checks[APISERVER]
+            self._wait(APISERVER, what, check, deadline, timeout)
+        self._write_info()
+
     def status(self) -> list[ComponentStatus]:
         """Pid and liveness of each component according to the pid files."""
         result = []
@@ -609,7 +673,9 @@ class DevCluster:
                     log_path=spawned.log_path,
                 )
 
-    def _wait(self, component: str, what: str, check: Callable[[], bool], deadline: float) -> None:
+    def _wait(
+        self, component: str, what: str, check: Callable[[], bool], deadline: float, timeout: float | None = None
+    ) -> None:
         while True:
             self._check_alive()
             try:
@@ -621,7 +687,8 @@ class DevCluster:
             if time.monotonic() > deadline:
                 self._check_alive()
                 raise DevClusterError(
-                    f"{component} did not become ready ({what}) within {self.timeout:.0f}s",
+                    f"{component} did not become ready ({what}) within "
+                    f"{self.timeout if timeout is None else timeout:.0f}s",
                     component=component,
                     log_path=self.log_path(component),
                 )
@@ -682,6 +749,11 @@ class DevCluster:
             return ready >= self.node_count
 
         self._wait(KWOK, f"{self.node_count} node(s) Ready", nodes_ready, deadline)
+        self._write_info()
+
+    def _write_info(self) -> None:
+        ports = self._ports
+        assert ports is not None
         self.info_path.write_text(
             json.dumps(
                 {
