@@ -20,6 +20,20 @@ from flowrun_operator.kube.client import Kube
 log = logging.getLogger("flowrun_operator")
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """Kopf computes a "last handled" essence of every object on every event (a deep copy of the whole
+    body) for change-detection handlers. This operator has none, so that work is skipped."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.posting.level = logging.WARNING
@@ -28,6 +42,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 60
     settings.persistence.finalizer = "flowrun.io/finalizer"  # never added: only on.event handlers exist
+    settings.persistence.diffbase_storage = NoDiffBase()
     # The watched resources are fixed, so Kopf needs no CRD or namespace watches (nor the RBAC for them).
     settings.scanning.disabled = True
     kube = Kube()

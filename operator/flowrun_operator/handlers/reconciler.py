@@ -23,7 +23,7 @@ from kubernetes.client.exceptions import ApiException
 
 from flowrun_operator.api.common import FLOWRUN_PLURAL, LIMIT_PLURAL, Condition, ConditionStatus, set_condition
 from flowrun_operator.api.concurrencylimit import ConcurrencyLimitStatus
-from flowrun_operator.api.flowrun import FlowRunPhase
+from flowrun_operator.api.flowrun import FlowRunPhase, FlowRunStatus
 from flowrun_operator.handlers.store import LimitSnapshot, Store
 from flowrun_operator.kube.client import Conflict, Kube
 from flowrun_operator.kube.jobs import build_job
@@ -42,9 +42,15 @@ from flowrun_operator.scheduling.runstate import (
 log = logging.getLogger("flowrun_operator.reconciler")
 
 # Waiting runs' place in line changes with every admission ahead of them. Writing it to every waiting
-# run at once would cost one status write per waiting run per admission, so those refreshes (and only
-# those: real transitions are written at once) are limited to one per run per this many seconds.
-WAITING_REFRESH_SECONDS = 5.0
+# run each time would cost one status write per waiting run per admission, so these refreshes (and only
+# these: real transitions are written at once) are paced: a run near the front of its line is refreshed
+# at most every FRONT_REFRESH_SECONDS, one further back every BACK_REFRESH_SECONDS, and a namespace
+# spends at most REFRESH_WRITES_PER_SECOND on them, front of the line first.
+FRONT_OF_LINE = 10
+FRONT_REFRESH_SECONDS = 5.0
+BACK_REFRESH_SECONDS = 30.0
+REFRESH_WRITES_PER_SECOND = 10.0
+REFRESH_BURST = 20.0
 RETRY_BACKOFF_SECONDS = 1.0
 # A full re-list is a safety net only (admission is event-driven); informers resync on similar periods.
 RESYNC_SECONDS = 300.0
@@ -58,6 +64,32 @@ class PassStats:
     last_pass_seconds: float = 0.0
     errors: int = 0
     deferred: dict[str, float] = field(default_factory=dict)
+
+
+def _place_in_line(status: FlowRunStatus) -> int:
+    positions = [w.position for w in status.waiting_for]
+    positions += [w.position for t in status.task_runs for w in t.waiting_for]
+    return min(positions, default=1)
+
+
+def _refresh_interval(position: int) -> float:
+    return FRONT_REFRESH_SECONDS if position <= FRONT_OF_LINE else BACK_REFRESH_SECONDS
+
+
+@dataclass(slots=True)
+class _TokenBucket:
+    rate: float
+    burst: float
+    tokens: float = 0.0
+    stamp: float = 0.0
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate) if self.stamp else self.burst
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
 
 
 def _cosmetic(status: dict[str, Any]) -> dict[str, Any]:
@@ -84,6 +116,7 @@ class Reconciler:
         self._timers: dict[str, tuple[float, asyncio.TimerHandle]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._last_cosmetic_write: dict[tuple[str, str], float] = {}
+        self._refresh_budget: dict[str, _TokenBucket] = {}
         self._rejected: dict[tuple[str, str], str] = {}
         self._ready = False
         self._task: asyncio.Task[None] | None = None
@@ -272,7 +305,7 @@ class Reconciler:
 
         Two kinds of runs make up nearly all of a busy namespace: finished runs, whose status is final,
         and runs waiting in a long line, whose only change is their place in it (written at most every
-        WAITING_REFRESH_SECONDS). Skipping their plans keeps a pass proportional to the runs that move.
+        the paced refresh intervals). Skipping their plans keeps a pass proportional to the runs that move.
         """
         run = observation.snapshot
         status = run.status
@@ -284,7 +317,8 @@ class Reconciler:
                 and not (run.spec and run.spec.ttl_seconds_after_finished is not None)
             )
         if observation.needs_admission and not admitted_now and status.phase == FlowRunPhase.PENDING:
-            due = self._last_cosmetic_write.get((namespace, run.name), 0.0) + WAITING_REFRESH_SECONDS
+            interval = _refresh_interval(_place_in_line(status))
+            due = self._last_cosmetic_write.get((namespace, run.name), 0.0) + interval
             if mono < due and status.observed_generation == run.generation:
                 self._wake_later(namespace, due)
                 return True
@@ -391,6 +425,7 @@ class Reconciler:
         runs = self.store.runs[namespace]
         objects = self.store.run_objects[namespace]
         writes = []
+        refreshes: list[tuple[int, str, dict[str, Any], RunPlan]] = []
         mono = time.monotonic()
         for name, run_plan in plans.items():
             run = runs.get(name)
@@ -398,20 +433,30 @@ class Reconciler:
                 continue
             for job_name in run_plan.delete_jobs:
                 writes.append(self.kube.delete_job(namespace, job_name))
-            desired = run_plan.status.to_api()
-            current = run.status.to_api()
-            if desired != current:
-                key = (namespace, name)
-                if _cosmetic(desired) == _cosmetic(current) and run_plan.status.phase == run.status.phase:
-                    due = self._last_cosmetic_write.get(key, 0.0) + WAITING_REFRESH_SECONDS
-                    if mono < due:
-                        self._wake_later(namespace, due)
-                        continue
-                self._last_cosmetic_write[key] = mono
-                patch = {**{k: None for k in current if k not in desired}, **desired}
-                writes.append(self._patch_run(namespace, name, patch, objects.get(name), run_plan.events))
             if run_plan.delete_run:
                 writes.append(self.kube.delete_object(FLOWRUN_PLURAL, namespace, name))
+            desired = run_plan.status.to_api()
+            current = run.status.to_api()
+            if desired == current:
+                continue
+            patch = {**{k: None for k in current if k not in desired}, **desired}
+            if _cosmetic(desired) == _cosmetic(current) and run_plan.status.phase == run.status.phase:
+                position = _place_in_line(run_plan.status)
+                due = self._last_cosmetic_write.get((namespace, name), 0.0) + _refresh_interval(position)
+                if mono < due:
+                    self._wake_later(namespace, due)
+                else:
+                    refreshes.append((position, name, patch, run_plan))
+                continue
+            self._last_cosmetic_write[(namespace, name)] = mono
+            writes.append(self._patch_run(namespace, name, patch, objects.get(name), run_plan.events))
+        budget = self._refresh_budget.setdefault(namespace, _TokenBucket(REFRESH_WRITES_PER_SECOND, REFRESH_BURST))
+        for _, name, patch, run_plan in sorted(refreshes, key=lambda r: (r[0], r[1])):
+            if not budget.take(mono):
+                self._wake_later(namespace, mono + 1.0)
+                break
+            self._last_cosmetic_write[(namespace, name)] = mono
+            writes.append(self._patch_run(namespace, name, patch, objects.get(name), run_plan.events))
         if writes:
             results = await asyncio.gather(*writes, return_exceptions=True)
             failures = [r for r in results if isinstance(r, BaseException)]
