@@ -15,7 +15,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,6 +35,7 @@ from flowrun_operator.scheduling.runstate import (
     RunEvent,
     RunObservation,
     RunPlan,
+    RunSnapshot,
     observe,
     plan,
 )
@@ -117,6 +118,7 @@ class Reconciler:
         self._background: set[asyncio.Task[None]] = set()
         self._last_cosmetic_write: dict[tuple[str, str], float] = {}
         self._refresh_budget: dict[str, _TokenBucket] = {}
+        self._observed: dict[str, dict[str, tuple[RunSnapshot, list[JobInfo], RunObservation]]] = {}
         self._rejected: dict[tuple[str, str], str] = {}
         self._ready = False
         self._task: asyncio.Task[None] | None = None
@@ -250,10 +252,14 @@ class Reconciler:
 
         observations: dict[str, RunObservation] = {}
         orphans: list[JobInfo] = []
+        cache = self._observed.setdefault(namespace, {})
+        if len(cache) > len(runs):
+            for gone in set(cache) - set(runs):
+                del cache[gone]
         for name, run in runs.items():
             own = [j for j in jobs_by_run.get(name, []) if j.owner_uid in ("", run.uid)]
             try:
-                observation = observe(run, own, now)
+                observation = self._observe(cache, run, own, now)
             except Exception:
                 # One run the operator cannot read must not stop the others; its Jobs keep their slots.
                 self.stats.errors += 1
@@ -262,9 +268,12 @@ class Reconciler:
                 continue
             rejection = self._rejected.get((namespace, name))
             if rejection and observation.terminal is None:
-                observation.terminal = FlowRunPhase.FAILED
-                observation.terminal_reason = "JobRejected"
-                observation.terminal_message = rejection
+                observation = replace(
+                    observation,
+                    terminal=FlowRunPhase.FAILED,
+                    terminal_reason="JobRejected",
+                    terminal_message=rejection,
+                )
             observations[name] = observation
         for run_name, jobs in jobs_by_run.items():
             owner = runs.get(run_name)
@@ -299,6 +308,31 @@ class Reconciler:
         wake = [p.wake_at for p in plans.values() if p.wake_at is not None]
         if wake:
             self._wake_at(namespace, min(wake), now)
+
+    @staticmethod
+    def _observe(
+        cache: dict[str, tuple[RunSnapshot, list[JobInfo], RunObservation]],
+        run: RunSnapshot,
+        jobs: list[JobInfo],
+        now: datetime,
+    ) -> RunObservation:
+        """observe(), reused while the run and its Jobs are the very same snapshots and no timer is due.
+
+        The store replaces a snapshot on every change, so identity is enough to know nothing changed.
+        """
+        cached = cache.get(run.name)
+        if cached is not None:
+            old_run, old_jobs, observation = cached
+            if (
+                old_run is run
+                and len(old_jobs) == len(jobs)
+                and all(a is b for a, b in zip(old_jobs, jobs, strict=True))
+                and (observation.wake_at is None or now < observation.wake_at)
+            ):
+                return observation
+        observation = observe(run, jobs, now)
+        cache[run.name] = (run, jobs, observation)
+        return observation
 
     def _settled(self, namespace: str, observation: RunObservation, admitted_now: bool, mono: float) -> bool:
         """Whether planning this run could only produce a write that would be skipped anyway.

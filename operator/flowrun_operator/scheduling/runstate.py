@@ -449,6 +449,10 @@ def plan(
     run_admitted: the run got its label slots in this pass. admitted_units: request keys of units
     (see `Unit.request_key`) admitted in this pass.
     """
+    # Work on copies: an observation may be reused by later passes while its inputs are unchanged.
+    observation = replace(
+        observation, units=[replace(s) for s in observation.units], delete_jobs=list(observation.delete_jobs)
+    )
     run = observation.snapshot
     previous = run.status
     generation = run.generation
