@@ -84,9 +84,16 @@ class _TokenBucket:
     tokens: float = 0.0
     stamp: float = 0.0
 
-    def take(self, now: float) -> bool:
+    def available(self, now: float) -> bool:
+        self._refill(now)
+        return self.tokens >= 1.0
+
+    def _refill(self, now: float) -> None:
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate) if self.stamp else self.burst
         self.stamp = now
+
+    def take(self, now: float) -> bool:
+        self._refill(now)
         if self.tokens >= 1.0:
             self.tokens -= 1.0
             return True
@@ -119,6 +126,7 @@ class Reconciler:
         self._last_cosmetic_write: dict[tuple[str, str], float] = {}
         self._refresh_budget: dict[str, _TokenBucket] = {}
         self._observed: dict[str, dict[str, tuple[RunSnapshot, list[JobInfo], RunObservation]]] = {}
+        self._matches: dict[str, dict[str, tuple[RunSnapshot, tuple[Any, ...], tuple[str, ...]]]] = {}
         self._rejected: dict[tuple[str, str], str] = {}
         self._ready = False
         self._task: asyncio.Task[None] | None = None
@@ -279,7 +287,7 @@ class Reconciler:
             owner = runs.get(run_name)
             orphans.extend(j for j in jobs if j.unfinished and (owner is None or j.owner_uid not in ("", owner.uid)))
 
-        run_result, task_result = self._admit(observations, orphans, limits)
+        run_result, task_result = self._admit(namespace, observations, orphans, limits)
 
         plans: dict[str, RunPlan] = {}
         admitted_runs = set(run_result.admitted)
@@ -353,13 +361,19 @@ class Reconciler:
         if observation.needs_admission and not admitted_now and status.phase == FlowRunPhase.PENDING:
             interval = _refresh_interval(_place_in_line(status))
             due = self._last_cosmetic_write.get((namespace, run.name), 0.0) + interval
-            if mono < due and status.observed_generation == run.generation:
-                self._wake_later(namespace, due)
-                return True
+            if status.observed_generation == run.generation:
+                if mono < due:
+                    self._wake_later(namespace, due)
+                    return True
+                budget = self._refresh_budget.get(namespace)
+                if budget is not None and not budget.available(mono):
+                    self._wake_later(namespace, mono + 1.0)
+                    return True
         return False
 
     def _admit(
         self,
+        namespace: str,
         observations: dict[str, RunObservation],
         orphans: list[JobInfo],
         limits: dict[str, LimitSnapshot],
@@ -369,9 +383,22 @@ class Reconciler:
         run_holders: dict[str, list[str]] = defaultdict(list)
         task_holders: dict[str, list[str]] = defaultdict(list)
         run_limits: dict[str, tuple[str, ...]] = {}
+        # Which label limits match a run changes only with the run's labels or a limit's spec.
+        limits_key = tuple((n, lim.generation, lim.raw["metadata"].get("uid")) for n, lim in label_limits.items())
+        matches = self._matches.setdefault(namespace, {})
+        if len(matches) > len(observations):
+            for gone in set(matches) - set(observations):
+                del matches[gone]
         for name, observation in observations.items():
             labels = observation.snapshot.labels
-            run_limits[name] = tuple(n for n, lim in label_limits.items() if lim.spec and lim.spec.matches_run(labels))
+            cached = matches.get(name)
+            if cached is not None and cached[0] is observation.snapshot and cached[1] == limits_key:
+                run_limits[name] = cached[2]
+            else:
+                run_limits[name] = tuple(
+                    n for n, lim in label_limits.items() if lim.spec and lim.spec.matches_run(labels)
+                )
+                matches[name] = (observation.snapshot, limits_key, run_limits[name])
             if observation.holds_run_slot:
                 for limit_name in run_limits[name]:
                     run_holders[limit_name].append(name)
