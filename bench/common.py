@@ -536,6 +536,7 @@ class BenchEnv:
         self.namespaces: list[str] = []
         self.api: client.ApiClient | None = None
         self._suffix = uuid.uuid4().hex[:6]
+        self.git = git_state()  # the code the operator process will load
 
     def __enter__(self) -> BenchEnv:
         try:
@@ -661,7 +662,7 @@ class BenchEnv:
             "python": sys.version.split()[0],
             "cluster": "existing" if self.devcluster is None else "embedded (KWOK)",
             "started": self.stamp,
-            **git_state(),
+            **self.git,
         }
 
     def close(self, keep_files: bool = False) -> None:

@@ -287,7 +287,7 @@ def report(args: argparse.Namespace, floor: dict[str, Any], op: dict[str, Any], 
     out.append(
         table(
             f"{args.runs} runs through a limit of {args.limit}, pods of {args.pod_seconds:g}s "
-            f"(ideal drain {args.runs * args.pod_seconds / max(args.limit, 1):.0f} s)",
+            f"(pod time alone would drain in {args.runs * args.pod_seconds / max(args.limit, 1):.0f} s)",
             ("", "operator", "floor"),
             rows,
         )
