@@ -52,3 +52,27 @@ def test_prune_forgets_what_a_fresh_list_no_longer_returns_but_keeps_newer_write
     assert changed == {"ns"}
     assert sorted(store.jobs["ns"]) == ["fresh-1", "kept-1"]
     assert store.runs["ns"] == {}
+
+
+def test_assumed_status_survives_echoes_until_its_write_settles() -> None:
+    store = Store()
+    store.put_run(run("a", "10", {"phase": "Pending"}))
+    first = {"phase": "Submitted"}
+    second = {"phase": "Running"}
+    store.assume_run_status("ns", "a", first)
+    store.assume_run_status("ns", "a", second)
+    # the response to the first write comes back while the second is still being written
+    store.settle_run_status("ns", "a", first)
+    store.put_run(run("a", "11", first))
+    assert store.runs["ns"]["a"].status.phase == "Running"
+    # a spec change is recorded, with the assumed status on top
+    changed = run("a", "12", first)
+    changed["spec"]["priority"] = 5
+    store.put_run(changed)
+    assert store.runs["ns"]["a"].spec is not None and store.runs["ns"]["a"].spec.priority == 5
+    assert store.runs["ns"]["a"].status.phase == "Running"
+    store.settle_run_status("ns", "a", second)
+    store.put_run(run("a", "13", second))
+    assert store.assumed == {}
+    store.put_run(run("a", "14", {"phase": "Succeeded"}))
+    assert store.runs["ns"]["a"].status.phase == "Succeeded"

@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +25,7 @@ from flowrun_operator.api.common import FLOWRUN_PLURAL, LIMIT_PLURAL, Condition,
 from flowrun_operator.api.concurrencylimit import ConcurrencyLimitStatus
 from flowrun_operator.api.flowrun import FlowRunPhase, FlowRunStatus
 from flowrun_operator.handlers.store import LimitSnapshot, Store
+from flowrun_operator.handlers.writer import CoalescingWriter
 from flowrun_operator.kube.client import Conflict, Kube
 from flowrun_operator.kube.jobs import build_job
 from flowrun_operator.scheduling.admission import Admission, Request, admit
@@ -65,6 +66,13 @@ class PassStats:
     last_pass_seconds: float = 0.0
     errors: int = 0
     deferred: dict[str, float] = field(default_factory=dict)
+
+
+# Every status field set to null: a merge patch built on it removes what the new status no longer has,
+# whatever was written before (the writes of one run may be coalesced).
+_CLEARED_STATUS: dict[str, Any] = dict.fromkeys(
+    (field.alias or name for name, field in FlowRunStatus.model_fields.items()), None
+)
 
 
 def _place_in_line(status: FlowRunStatus) -> int:
@@ -125,6 +133,7 @@ class Reconciler:
         self._background: set[asyncio.Task[None]] = set()
         self._last_cosmetic_write: dict[tuple[str, str], float] = {}
         self._refresh_budget: dict[str, _TokenBucket] = {}
+        self._writer = CoalescingWriter()
         self._observed: dict[str, dict[str, tuple[RunSnapshot, list[JobInfo], RunObservation]]] = {}
         self._matches: dict[str, dict[str, tuple[RunSnapshot, tuple[Any, ...], tuple[str, ...]]]] = {}
         self._rejected: dict[tuple[str, str], str] = {}
@@ -206,6 +215,8 @@ class Reconciler:
                     await task
         for _, handle in self._timers.values():
             handle.cancel()
+        # Let status writes already decided reach the API server (bounded: shutdown must not hang).
+        await self._writer.close(grace=5.0)
 
     async def _loop(self) -> None:
         while True:
@@ -311,7 +322,7 @@ class Reconciler:
 
         await self._create_jobs(namespace, plans)
         await self._write(namespace, plans, now)
-        await self._write_limits(namespace, store.limits[namespace], run_result, task_result)
+        self._write_limits(namespace, store.limits[namespace], run_result, task_result)
 
         wake = [p.wake_at for p in plans.values() if p.wake_at is not None]
         if wake:
@@ -484,7 +495,6 @@ class Reconciler:
 
     async def _write(self, namespace: str, plans: dict[str, RunPlan], now: datetime) -> None:
         runs = self.store.runs[namespace]
-        objects = self.store.run_objects[namespace]
         writes = []
         refreshes: list[tuple[int, str, dict[str, Any], RunPlan]] = []
         mono = time.monotonic()
@@ -500,7 +510,7 @@ class Reconciler:
             current = run.status.to_api()
             if desired == current:
                 continue
-            patch = {**{k: None for k in current if k not in desired}, **desired}
+            patch = {**_CLEARED_STATUS, **desired}
             if _cosmetic(desired) == _cosmetic(current) and run_plan.status.phase == run.status.phase:
                 position = _place_in_line(run_plan.status)
                 due = self._last_cosmetic_write.get((namespace, name), 0.0) + _refresh_interval(position)
@@ -510,14 +520,14 @@ class Reconciler:
                     refreshes.append((position, name, patch, run_plan))
                 continue
             self._last_cosmetic_write[(namespace, name)] = mono
-            writes.append(self._patch_run(namespace, name, patch, objects.get(name), run_plan.events))
+            self._submit_run_status(namespace, name, desired, patch, run_plan.events)
         budget = self._refresh_budget.setdefault(namespace, _TokenBucket(REFRESH_WRITES_PER_SECOND, REFRESH_BURST))
         for _, name, patch, run_plan in sorted(refreshes, key=lambda r: (r[0], r[1])):
             if not budget.take(mono):
                 self._wake_later(namespace, mono + 1.0)
                 break
             self._last_cosmetic_write[(namespace, name)] = mono
-            writes.append(self._patch_run(namespace, name, patch, objects.get(name), run_plan.events))
+            self._submit_run_status(namespace, name, desired, patch, run_plan.events)
         if writes:
             results = await asyncio.gather(*writes, return_exceptions=True)
             failures = [r for r in results if isinstance(r, BaseException)]
@@ -527,25 +537,51 @@ class Reconciler:
                 log.warning("write in namespace %s failed: %s", namespace, failure)
                 self._wake_later(namespace, time.monotonic() + RETRY_BACKOFF_SECONDS)
 
-    async def _patch_run(
-        self,
-        namespace: str,
-        name: str,
-        status: dict[str, Any],
-        obj: dict[str, Any] | None,
-        events: list[RunEvent],
+    def _submit_run_status(
+        self, namespace: str, name: str, desired: dict[str, Any], patch: dict[str, Any], events: list[RunEvent]
     ) -> None:
-        stored = await self.kube.patch_status(FLOWRUN_PLURAL, namespace, name, status)
-        self.stats.status_writes += 1
-        self.store.put_run(stored)
+        """Record the new status as assumed, tell its Events, and write it in the background."""
+        assumed = self.store.assume_run_status(namespace, name, desired)
+        if assumed is None:
+            return
         for event in events:
-            self._spawn(self.kube.post_event(stored, event.type, event.reason, event.message))
+            self._spawn(self.kube.post_event(assumed, event.type, event.reason, event.message))
 
-    async def _write_limits(
+        async def write() -> None:
+            try:
+                stored = await self.kube.patch_status(FLOWRUN_PLURAL, namespace, name, patch)
+            except ApiException as error:
+                if error.status == 404:
+                    self.store.settle_run_status(namespace, name, None)
+                    return  # deleted meanwhile; the watch tells us
+                await self._forget_assumed(namespace, name, error)
+                return
+            except Exception as error:
+                await self._forget_assumed(namespace, name, error)
+                return
+            self.stats.status_writes += 1
+            self.store.settle_run_status(namespace, name, desired)
+            self.store.put_run(stored)
+
+        self._writer.submit((FLOWRUN_PLURAL, namespace, name), write)
+
+    async def _forget_assumed(self, namespace: str, name: str, error: BaseException) -> None:
+        """A status write failed: re-read the run so the next pass works from what is really stored."""
+        log.warning("status write for flowrun %s/%s failed: %s", namespace, name, error)
+        self.store.settle_run_status(namespace, name, None)
+        try:
+            fresh = await self.kube.get_object(FLOWRUN_PLURAL, namespace, name)
+        except Exception as read_error:
+            log.warning("re-reading flowrun %s/%s failed: %s", namespace, name, read_error)
+            fresh = None
+        if fresh is not None:
+            self.store.put_run(fresh)
+        self._wake_later(namespace, time.monotonic() + RETRY_BACKOFF_SECONDS)
+
+    def _write_limits(
         self, namespace: str, limits: dict[str, LimitSnapshot], run_result: Admission, task_result: Admission
     ) -> None:
         now = datetime.now(UTC)
-        writes = []
         for name, lim in list(limits.items()):
             usage = run_result.usage.get(name) or task_result.usage.get(name)
             status = ConcurrencyLimitStatus(
@@ -579,22 +615,26 @@ class Reconciler:
             status.conditions = set_condition(status.conditions, ready, now)
             desired, current = status.to_api(), lim.status.to_api()
             if desired != current:
-                writes.append(self._patch_limit(namespace, name, desired, lim))
-        if writes:
-            results = await asyncio.gather(*writes, return_exceptions=True)
-            for failure in results:
-                if isinstance(failure, BaseException) and not (
-                    isinstance(failure, ApiException) and failure.status == 404
-                ):
-                    log.warning("limit status write in namespace %s failed: %s", namespace, failure)
+                self._writer.submit((LIMIT_PLURAL, namespace, name), self._limit_writer(namespace, name, desired, lim))
 
-    async def _patch_limit(self, namespace: str, name: str, status: dict[str, Any], lim: LimitSnapshot) -> None:
-        stored = await self.kube.patch_status(LIMIT_PLURAL, namespace, name, status)
-        stored.setdefault("kind", "ConcurrencyLimit")
-        self.store.put_limit(stored)
-        before = lim.status.condition("Ready")
-        if lim.spec is None and (before is None or before.reason != "InvalidSpec"):
-            self._spawn(self.kube.post_event(stored, "Warning", "InvalidSpec", lim.spec_error or "invalid spec"))
+    def _limit_writer(
+        self, namespace: str, name: str, status: dict[str, Any], lim: LimitSnapshot
+    ) -> Callable[[], Awaitable[None]]:
+        async def write() -> None:
+            try:
+                stored = await self.kube.patch_status(LIMIT_PLURAL, namespace, name, status)
+            except Exception as error:
+                if not (isinstance(error, ApiException) and error.status == 404):
+                    log.warning("status write for concurrencylimit %s/%s failed: %s", namespace, name, error)
+                    self._wake_later(namespace, time.monotonic() + RETRY_BACKOFF_SECONDS)
+                return
+            stored.setdefault("kind", "ConcurrencyLimit")
+            self.store.put_limit(stored)
+            before = lim.status.condition("Ready")
+            if lim.spec is None and (before is None or before.reason != "InvalidSpec"):
+                self._spawn(self.kube.post_event(stored, "Warning", "InvalidSpec", lim.spec_error or "invalid spec"))
+
+        return write
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

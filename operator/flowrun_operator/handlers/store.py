@@ -112,6 +112,10 @@ class Store:
         self.job_objects: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
         self.jobs: dict[str, dict[str, JobInfo]] = defaultdict(dict)
         self.limits: dict[str, dict[str, LimitSnapshot]] = defaultdict(dict)
+        # Runs whose status the operator is still writing: (namespace, name) -> that status. Until the
+        # write completes, newer versions of the object (spec changes, echoes of earlier writes) are
+        # recorded with this status on top, so a pass never sees a status older than its own decision.
+        self.assumed: dict[tuple[str, str], dict[str, Any]] = {}
 
     def namespaces(self) -> set[str]:
         return set(self.runs) | set(self.jobs) | set(self.limits)
@@ -123,15 +127,40 @@ class Store:
         if deleted:
             self.run_objects[ns].pop(name, None)
             self.runs[ns].pop(name, None)
+            self.assumed.pop((ns, name), None)
             return ns
         current = self.run_objects[ns].get(name)
         if current is not None and (current.get("metadata") or {}).get("uid") != meta.get("uid"):
             current = None  # a new object under a reused name
         if not _newer(obj, current):
             return None
+        assumed = self.assumed.get((ns, name))
+        if assumed is not None:
+            if current is None:
+                del self.assumed[(ns, name)]
+            else:
+                obj = {**obj, "status": assumed}
         self.run_objects[ns][name] = obj
         self.runs[ns][name] = run_snapshot(obj)
         return ns
+
+    def assume_run_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
+        """Record a status the operator is about to write, before the API server confirms it."""
+        current = self.run_objects[namespace].get(name)
+        if current is None:
+            return None
+        obj = {**current, "status": status}
+        self.assumed[(namespace, name)] = status
+        self.run_objects[namespace][name] = obj
+        self.runs[namespace][name] = run_snapshot(obj)
+        return obj
+
+    def settle_run_status(self, namespace: str, name: str, written: dict[str, Any] | None) -> None:
+        """A status write ended. If it was the latest assumed status (or None: give up on it), the
+        API server's version is the truth again."""
+        key = (namespace, name)
+        if written is None or self.assumed.get(key) is written:
+            self.assumed.pop(key, None)
 
     def put_job(self, obj: dict[str, Any], deleted: bool = False) -> str | None:
         meta = obj.get("metadata") or {}
