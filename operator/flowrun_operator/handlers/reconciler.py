@@ -54,6 +54,7 @@ BACK_REFRESH_SECONDS = 30.0
 REFRESH_WRITES_PER_SECOND = 10.0
 REFRESH_BURST = 20.0
 RETRY_BACKOFF_SECONDS = 1.0
+PASS_BATCH_SECONDS = 0.02
 # A full re-list is a safety net only (admission is event-driven); informers resync on similar periods.
 RESYNC_SECONDS = 300.0
 
@@ -134,6 +135,8 @@ class Reconciler:
         self._last_cosmetic_write: dict[tuple[str, str], float] = {}
         self._refresh_budget: dict[str, _TokenBucket] = {}
         self._writer = CoalescingWriter()
+        # The observation each run was last planned from, and when that plan wanted another look.
+        self._planned: dict[str, dict[str, tuple[RunObservation, datetime | None]]] = {}
         self._observed: dict[str, dict[str, tuple[RunSnapshot, list[JobInfo], RunObservation]]] = {}
         self._matches: dict[str, dict[str, tuple[RunSnapshot, tuple[Any, ...], tuple[str, ...]]]] = {}
         self._rejected: dict[tuple[str, str], str] = {}
@@ -221,9 +224,13 @@ class Reconciler:
     async def _loop(self) -> None:
         while True:
             await self._wakeup.wait()
-            self._wakeup.clear()
             if not self._ready:
+                self._wakeup.clear()
                 continue
+            # Events come in bursts (a Job and its run change together); a moment's wait lets one
+            # pass answer a burst instead of one pass per event.
+            await asyncio.sleep(PASS_BATCH_SECONDS)
+            self._wakeup.clear()
             batch, self._dirty = self._dirty, set()
             for namespace in sorted(batch):
                 started = time.perf_counter()
@@ -304,9 +311,22 @@ class Reconciler:
         admitted_runs = set(run_result.admitted)
         admitted_units = set(task_result.admitted)
         mono = time.monotonic()
+        planned = self._planned.setdefault(namespace, {})
+        if len(planned) > len(observations):
+            for gone in set(planned) - set(observations):
+                del planned[gone]
         for name, observation in observations.items():
             if self._settled(namespace, observation, name in admitted_runs, mono):
                 continue
+            previous = planned.get(name)
+            if (
+                previous is not None
+                and previous[0] is observation
+                and not observation.needs_admission
+                and not any(state.wants_attempt for state in observation.units)
+                and (previous[1] is None or now < previous[1])
+            ):
+                continue  # same inputs as the plan already carried out, and no admission involved
             try:
                 plans[name] = plan(
                     observation,
@@ -319,6 +339,8 @@ class Reconciler:
             except Exception:
                 self.stats.errors += 1
                 log.exception("cannot plan flowrun %s/%s; skipping it in this pass", namespace, name)
+                continue
+            planned[name] = (observation, plans[name].wake_at)
 
         await self._create_jobs(namespace, plans)
         await self._write(namespace, plans, now)
@@ -535,6 +557,7 @@ class Reconciler:
                 if isinstance(failure, ApiException) and failure.status == 404:
                     continue  # deleted meanwhile; the watch tells us
                 log.warning("write in namespace %s failed: %s", namespace, failure)
+                self._planned.pop(namespace, None)  # carry the plans out again
                 self._wake_later(namespace, time.monotonic() + RETRY_BACKOFF_SECONDS)
 
     def _submit_run_status(
@@ -569,6 +592,7 @@ class Reconciler:
         """A status write failed: re-read the run so the next pass works from what is really stored."""
         log.warning("status write for flowrun %s/%s failed: %s", namespace, name, error)
         self.store.settle_run_status(namespace, name, None)
+        self._planned.get(namespace, {}).pop(name, None)
         try:
             fresh = await self.kube.get_object(FLOWRUN_PLURAL, namespace, name)
         except Exception as read_error:
