@@ -134,7 +134,9 @@ class Reconciler:
         self._background: set[asyncio.Task[None]] = set()
         self._last_cosmetic_write: dict[tuple[str, str], float] = {}
         self._refresh_budget: dict[str, _TokenBucket] = {}
-        self._writer = CoalescingWriter()
+        # Status writes are coalesced per object; a few at a time is enough and leaves the API server
+        # to the Job controller during bursts.
+        self._writer = CoalescingWriter(concurrency=4)
         # The observation each run was last planned from, and when that plan wanted another look.
         self._planned: dict[str, dict[str, tuple[RunObservation, datetime | None]]] = {}
         self._observed: dict[str, dict[str, tuple[RunSnapshot, list[JobInfo], RunObservation]]] = {}

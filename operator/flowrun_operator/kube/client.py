@@ -66,12 +66,16 @@ class Kube:
         self.batch = kubernetes.client.BatchV1Api(self.api)
         self.core = kubernetes.client.CoreV1Api(self.api)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kube")
+        # Events only tell the history: two threads of their own keep a burst of them from delaying the
+        # writes that start work (Job creation) and from crowding a busy API server.
+        self._event_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kube-events")
 
-    async def _run(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+    async def _run(self, fn: Callable[[], T], pool: ThreadPoolExecutor | None = None) -> T:
+        return await asyncio.get_running_loop().run_in_executor(pool or self._pool, fn)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._event_pool.shutdown(wait=False, cancel_futures=True)
         self.api.close()
 
     # ----------------------------------------------------------------------------------------- reads
@@ -102,6 +106,20 @@ class Kube:
                 found["jobs"].extend(payload["items"])
                 versions.append(_version(payload))
             return Listing(found["flowruns"], found["concurrencylimits"], found["jobs"], min(versions))
+
+        return await self._run(read)
+
+    async def get_object(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        def read() -> dict[str, Any] | None:
+            try:
+                found: dict[str, Any] = self.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, plural, name
+                )
+            except ApiException as error:
+                if error.status == 404:
+                    return None
+                raise
+            return found
 
         return await self._run(read)
 
@@ -207,6 +225,6 @@ class Kube:
             self.core.create_namespaced_event(meta.get("namespace"), body, _preload_content=False)
 
         try:
-            await self._run(write)
+            await self._run(write, self._event_pool)
         except Exception as error:  # Events are best effort: never let one fail a reconcile pass.
             log.debug("could not post event %s on %s: %s", reason, meta.get("name"), error)
