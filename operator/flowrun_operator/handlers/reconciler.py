@@ -544,14 +544,14 @@ class Reconciler:
                     refreshes.append((position, name, patch, run_plan))
                 continue
             self._last_cosmetic_write[(namespace, name)] = mono
-            self._submit_run_status(namespace, name, desired, patch, run_plan.events)
+            self._submit_run_status(namespace, name, desired, patch, run_plan.events, background=False)
         budget = self._refresh_budget.setdefault(namespace, _TokenBucket(REFRESH_WRITES_PER_SECOND, REFRESH_BURST))
         for _, name, patch, run_plan in sorted(refreshes, key=lambda r: (r[0], r[1])):
             if not budget.take(mono):
                 self._wake_later(namespace, mono + 1.0)
                 break
             self._last_cosmetic_write[(namespace, name)] = mono
-            self._submit_run_status(namespace, name, desired, patch, run_plan.events)
+            self._submit_run_status(namespace, name, desired, patch, run_plan.events, background=True)
         if writes:
             results = await asyncio.gather(*writes, return_exceptions=True)
             failures = [r for r in results if isinstance(r, BaseException)]
@@ -563,7 +563,14 @@ class Reconciler:
                 self._wake_later(namespace, time.monotonic() + RETRY_BACKOFF_SECONDS)
 
     def _submit_run_status(
-        self, namespace: str, name: str, desired: dict[str, Any], patch: dict[str, Any], events: list[RunEvent]
+        self,
+        namespace: str,
+        name: str,
+        desired: dict[str, Any],
+        patch: dict[str, Any],
+        events: list[RunEvent],
+        *,
+        background: bool,
     ) -> None:
         """Record the new status as assumed, tell its Events, and write it in the background."""
         assumed = self.store.assume_run_status(namespace, name, desired)
@@ -588,7 +595,7 @@ class Reconciler:
             self.store.settle_run_status(namespace, name, desired)
             self.store.put_run(stored)
 
-        self._writer.submit((FLOWRUN_PLURAL, namespace, name), write)
+        self._writer.submit((FLOWRUN_PLURAL, namespace, name), write, background=background)
 
     async def _forget_assumed(self, namespace: str, name: str, error: BaseException) -> None:
         """A status write failed: re-read the run so the next pass works from what is really stored."""
@@ -641,7 +648,9 @@ class Reconciler:
             status.conditions = set_condition(status.conditions, ready, now)
             desired, current = status.to_api(), lim.status.to_api()
             if desired != current:
-                self._writer.submit((LIMIT_PLURAL, namespace, name), self._limit_writer(namespace, name, desired, lim))
+                self._writer.submit(
+                    (LIMIT_PLURAL, namespace, name), self._limit_writer(namespace, name, desired, lim), background=True
+                )
 
     def _limit_writer(
         self, namespace: str, name: str, status: dict[str, Any], lim: LimitSnapshot

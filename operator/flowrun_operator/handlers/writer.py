@@ -19,26 +19,32 @@ Write = Callable[[], Awaitable[None]]
 
 
 class CoalescingWriter:
-    def __init__(self, concurrency: int = 16) -> None:
-        self._slots = asyncio.Semaphore(concurrency)
-        self._inflight: dict[Hashable, asyncio.Task[None]] = {}
-        self._waiting: dict[Hashable, Write] = {}
+    """Urgent writes (state transitions) and background writes (refreshes) have separate slots, so a
+    transition never queues behind refreshes of other objects; writes of one object stay in order."""
 
-    def submit(self, key: Hashable, write: Write) -> None:
+    def __init__(self, concurrency: int = 16, background_concurrency: int = 2) -> None:
+        self._slots = asyncio.Semaphore(concurrency)
+        self._background_slots = asyncio.Semaphore(background_concurrency)
+        self._inflight: dict[Hashable, asyncio.Task[None]] = {}
+        self._waiting: dict[Hashable, tuple[Write, bool]] = {}
+
+    def submit(self, key: Hashable, write: Write, *, background: bool = False) -> None:
         if key in self._inflight:
-            self._waiting[key] = write  # replaces an older waiting write: it would be overwritten anyway
+            # Replaces an older waiting write (it would be overwritten anyway); urgent if either was.
+            earlier = self._waiting.get(key)
+            self._waiting[key] = (write, background and (earlier is None or earlier[1]))
         else:
-            self._start(key, write)
+            self._start(key, write, background)
 
     def pending(self) -> int:
         return len(self._inflight) + len(self._waiting)
 
-    def _start(self, key: Hashable, write: Write) -> None:
-        self._inflight[key] = asyncio.create_task(self._run(key, write), name=f"write-{key}")
+    def _start(self, key: Hashable, write: Write, background: bool) -> None:
+        self._inflight[key] = asyncio.create_task(self._run(key, write, background), name=f"write-{key}")
 
-    async def _run(self, key: Hashable, write: Write) -> None:
+    async def _run(self, key: Hashable, write: Write, background: bool) -> None:
         try:
-            async with self._slots:
+            async with self._background_slots if background else self._slots:
                 await write()
         except asyncio.CancelledError:
             raise
@@ -48,7 +54,7 @@ class CoalescingWriter:
             self._inflight.pop(key, None)
             following = self._waiting.pop(key, None)
             if following is not None:
-                self._start(key, following)
+                self._start(key, *following)
 
     async def close(self, grace: float = 0.0) -> None:
         """Give writes in flight (and those waiting behind them) up to `grace` seconds, then cancel."""
