@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
@@ -56,7 +57,7 @@ REFRESH_BURST = 20.0
 RETRY_BACKOFF_SECONDS = 1.0
 PASS_BATCH_SECONDS = 0.02
 # A full re-list is a safety net only (admission is event-driven); informers resync on similar periods.
-RESYNC_SECONDS = 300.0
+RESYNC_SECONDS = float(os.environ.get("FLOWRUN_RESYNC_SECONDS", "300"))
 
 
 @dataclass(slots=True)
