@@ -753,3 +753,31 @@ def install_signal_handlers() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, raise_interrupt)
+
+
+def phase_tables(
+    labels: tuple[str, str], phases: tuple[dict[str, Any], dict[str, Any]], min_requests: int
+) -> list[str]:
+    """CPU per process for each of two phases, and API server requests side by side."""
+    out = [
+        table(
+            f"CPU during the {label} phase ({phase['cpu_wall']:.1f} s wall; 1.00 = one core)",
+            ("process", "cpu", "cores"),
+            phase["cpu_rows"],
+        )
+        for label, phase in zip(labels, phases, strict=True)
+    ]
+    first, second = (p["apiserver_requests"] for p in phases)
+    keys = [k for k in sorted(set(first) | set(second)) if first.get(k, 0) + second.get(k, 0) >= min_requests]
+    if keys:
+        out.append(
+            table(
+                f"API server requests per phase (>= {min_requests} in total; all clients; watches not counted)",
+                ("verb resource", *labels),
+                sorted(
+                    ([k, first.get(k, 0), second.get(k, 0)] for k in keys),
+                    key=lambda row: -(row[1] + row[2]),
+                ),
+            )
+        )
+    return out

@@ -45,6 +45,7 @@ from common import (
     memory_of,
     ms,
     now,
+    phase_tables,
     pod_lister,
     ratio,
     reconciler_counters,
@@ -315,27 +316,7 @@ def report(args: argparse.Namespace, serial: dict[str, Any], bare: dict[str, Any
             ]
         )
     )
-    for label, phase in (("bare Jobs", bare), ("FlowRuns", runs)):
-        out.append(
-            table(
-                f"CPU during the {label} phase ({phase['cpu_wall']:.1f} s wall; 1.00 = one core)",
-                ("process", "cpu", "cores"),
-                phase["cpu_rows"],
-            )
-        )
-    keys = sorted(set(bare["apiserver_requests"]) | set(runs["apiserver_requests"]))
-    keys = [k for k in keys if bare["apiserver_requests"].get(k, 0) + runs["apiserver_requests"].get(k, 0) >= 20]
-    if keys:
-        out.append(
-            table(
-                "API server requests per phase (>= 20 in total; all clients; watches not counted)",
-                ("verb resource", "bare Jobs", "FlowRuns"),
-                sorted(
-                    ([k, bare["apiserver_requests"].get(k, 0), runs["apiserver_requests"].get(k, 0)] for k in keys),
-                    key=lambda row: -(row[1] + row[2]),
-                ),
-            )
-        )
+    out.extend(phase_tables(("bare Jobs", "FlowRuns"), (bare, runs), min_requests=20))
     return "\n\n".join(out)
 
 

@@ -49,6 +49,7 @@ from common import (
     latency_rows,
     memory_of,
     now,
+    phase_tables,
     ratio,
     reconciler_counters,
     request_delta,
@@ -326,27 +327,7 @@ def report(args: argparse.Namespace, floor: dict[str, Any], op: dict[str, Any], 
             ]
         )
     )
-    for label, phase in (("floor", floor), ("operator", op)):
-        out.append(
-            table(
-                f"CPU during the {label} phase ({phase['cpu_wall']:.1f} s wall; 1.00 = one core)",
-                ("process", "cpu", "cores"),
-                phase["cpu_rows"],
-            )
-        )
-    keys = sorted(set(floor["apiserver_requests"]) | set(op["apiserver_requests"]))
-    keys = [k for k in keys if floor["apiserver_requests"].get(k, 0) + op["apiserver_requests"].get(k, 0) >= 50]
-    if keys:
-        out.append(
-            table(
-                "API server requests per phase (>= 50 in total; all clients; watches not counted)",
-                ("verb resource", "floor", "operator"),
-                sorted(
-                    ([k, floor["apiserver_requests"].get(k, 0), op["apiserver_requests"].get(k, 0)] for k in keys),
-                    key=lambda row: -(row[1] + row[2]),
-                ),
-            )
-        )
+    out.extend(phase_tables(("floor", "operator"), (floor, op), min_requests=50))
     return "\n\n".join(out)
 
 
