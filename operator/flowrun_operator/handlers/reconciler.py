@@ -574,9 +574,13 @@ class Reconciler:
         background: bool,
     ) -> None:
         """Record the new status as assumed, tell its Events, and write it in the background."""
+        before = self.store.runs[namespace].get(name)
         assumed = self.store.assume_run_status(namespace, name, desired)
         if assumed is None:
             return
+        if desired.get("phase") == "Failed" and before is not None and before.status.phase != "Failed":
+            jobs = sorted(j.name for j in self.store.jobs_by_run(namespace).get(name, []))
+            log.warning("flowrun %s/%s failed: %s (jobs seen: %s)", namespace, name, desired.get("message"), jobs)
         for event in events:
             self._spawn(self.kube.post_event(assumed, event.type, event.reason, event.message))
 
