@@ -535,24 +535,23 @@ class Reconciler:
             current = run.status.to_api()
             if desired == current:
                 continue
-            patch = {**_CLEARED_STATUS, **desired}
             if _cosmetic(desired) == _cosmetic(current) and run_plan.status.phase == run.status.phase:
                 position = _place_in_line(run_plan.status)
                 due = self._last_cosmetic_write.get((namespace, name), 0.0) + _refresh_interval(position)
                 if mono < due:
                     self._wake_later(namespace, due)
                 else:
-                    refreshes.append((position, name, patch, run_plan))
+                    refreshes.append((position, name, desired, run_plan))
                 continue
             self._last_cosmetic_write[(namespace, name)] = mono
-            self._submit_run_status(namespace, name, desired, patch, run_plan.events, background=False)
+            self._submit_run_status(namespace, name, desired, run_plan.events, background=False)
         budget = self._refresh_budget.setdefault(namespace, _TokenBucket(REFRESH_WRITES_PER_SECOND, REFRESH_BURST))
-        for _, name, patch, run_plan in sorted(refreshes, key=lambda r: (r[0], r[1])):
+        for _, name, wanted, run_plan in sorted(refreshes, key=lambda r: (r[0], r[1])):
             if not budget.take(mono):
                 self._wake_later(namespace, mono + 1.0)
                 break
             self._last_cosmetic_write[(namespace, name)] = mono
-            self._submit_run_status(namespace, name, desired, patch, run_plan.events, background=True)
+            self._submit_run_status(namespace, name, wanted, run_plan.events, background=True)
         if writes:
             results = await asyncio.gather(*writes, return_exceptions=True)
             failures = [r for r in results if isinstance(r, BaseException)]
@@ -568,12 +567,12 @@ class Reconciler:
         namespace: str,
         name: str,
         desired: dict[str, Any],
-        patch: dict[str, Any],
         events: list[RunEvent],
         *,
         background: bool,
     ) -> None:
         """Record the new status as assumed, tell its Events, and write it in the background."""
+        patch = {**_CLEARED_STATUS, **desired}
         before = self.store.runs[namespace].get(name)
         assumed = self.store.assume_run_status(namespace, name, desired)
         if assumed is None:
