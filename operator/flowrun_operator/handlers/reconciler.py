@@ -16,7 +16,7 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -67,7 +67,6 @@ class PassStats:
     status_writes: int = 0
     last_pass_seconds: float = 0.0
     errors: int = 0
-    deferred: dict[str, float] = field(default_factory=dict)
 
 
 # Every status field set to null: a merge patch built on it removes what the new status no longer has,
