@@ -24,8 +24,14 @@ Pod contract (pods bound to a KWOK node)
      fails, which is what a Job with ``backoffLimit: 0`` sees anyway.)
 
 4. Pods with ``restartPolicy: Always`` stay Running until deleted.
-5. A pod with a ``deletionTimestamp`` is deleted immediately (grace period 0); its finalizers, such as the
-   Job controller's tracking finalizer, still hold it until their owners remove them.
+5. A deleted pod honours its termination grace period, as a kubelet's containers would take that long to
+   stop in the worst case. The API server sets ``deletionTimestamp`` to the time of the delete plus the grace
+   period (``terminationGracePeriodSeconds``, 30 s unless the pod says otherwise; in whole seconds, so up to a
+   second less in effect). Until that instant a pod that has not finished stays exactly as it was (a Running
+   pod stays ``Running`` and ``Ready``, containers ``running``, and it never reaches rule 2's finish); then
+   KWOK deletes it with grace period 0. A pod already ``Succeeded`` or ``Failed`` is deleted at once. Either
+   way its finalizers, such as the Job controller's tracking finalizer, still hold it until their owners
+   remove them.
 
 The same pod template also works on a real cluster when its container does the same thing, e.g.
 ``sh -c "sleep 2; exit 3"`` next to ``flowrun.io/sim-duration: 2s`` and ``flowrun.io/sim-exit-code: "3"``
