@@ -19,11 +19,13 @@ from flowrun_operator.api import (
 )
 from flowrun_operator.api.common import ApiModel
 from flowrun_operator.api.crdgen import HEADER, main, render_crds
+from flowrun_operator.api.flowschedule import FlowScheduleSpec, FlowScheduleStatus
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_DIRS = [ROOT / "crds", ROOT / "charts" / "flowrun-operator" / "crds"]
 FLOWRUNS = "flowrun.io_flowruns.yaml"
 LIMITS = "flowrun.io_concurrencylimits.yaml"
+SCHEDULES = "flowrun.io_flowschedules.yaml"
 
 RENDERED = render_crds()
 
@@ -62,7 +64,7 @@ def aliases(model: type[ApiModel]) -> set[str]:
 
 
 def test_rendered_files() -> None:
-    assert sorted(RENDERED) == sorted([FLOWRUNS, LIMITS])
+    assert sorted(RENDERED) == sorted([FLOWRUNS, LIMITS, SCHEDULES])
     assert render_crds() == RENDERED, "output must be deterministic"
     for text in RENDERED.values():
         assert text.startswith(HEADER) and "make crds" in HEADER
@@ -70,7 +72,7 @@ def test_rendered_files() -> None:
 
 
 @pytest.mark.parametrize("directory", CRD_DIRS, ids=lambda p: str(p.relative_to(ROOT)))
-@pytest.mark.parametrize("filename", [FLOWRUNS, LIMITS])
+@pytest.mark.parametrize("filename", [FLOWRUNS, LIMITS, SCHEDULES])
 def test_committed_crds_are_up_to_date(directory: Path, filename: str) -> None:
     path = directory / filename
     assert path.exists(), f"{path.relative_to(ROOT)} is missing: run `make crds`"
@@ -86,7 +88,7 @@ def test_generator_cli_writes_files(tmp_path: Path) -> None:
     assert main([]) == 2
 
 
-@pytest.mark.parametrize("filename", [FLOWRUNS, LIMITS])
+@pytest.mark.parametrize("filename", [FLOWRUNS, LIMITS, SCHEDULES])
 def test_schema_is_structural(filename: str) -> None:
     forbidden = {"$ref", "$defs", "anyOf", "allOf", "oneOf", "not", "title", "nullable", "const"}
     for path, node in walk(root_schema(filename)):
@@ -113,7 +115,11 @@ def test_schema_is_structural(filename: str) -> None:
 
 @pytest.mark.parametrize(
     ("filename", "spec", "status"),
-    [(FLOWRUNS, FlowRunSpec, FlowRunStatus), (LIMITS, ConcurrencyLimitSpec, ConcurrencyLimitStatus)],
+    [
+        (FLOWRUNS, FlowRunSpec, FlowRunStatus),
+        (LIMITS, ConcurrencyLimitSpec, ConcurrencyLimitStatus),
+        (SCHEDULES, FlowScheduleSpec, FlowScheduleStatus),
+    ],
 )
 def test_schema_declares_every_model_field(filename: str, spec: type[ApiModel], status: type[ApiModel]) -> None:
     schema = root_schema(filename)
@@ -229,3 +235,24 @@ def test_concurrency_limit_crd() -> None:
     assert requirement["properties"]["operator"]["enum"] == ["In", "NotIn", "Exists", "DoesNotExist"]
     assert requirement["required"] == ["key", "operator"]
     assert len(requirement["x-kubernetes-validations"]) == 1
+
+
+def test_flow_schedule_crd() -> None:
+    crd = load(SCHEDULES)
+    assert crd["metadata"]["name"] == "flowschedules.flowrun.io"
+    assert crd["spec"]["names"]["shortNames"] == ["fsch"]
+    columns = [c["name"].upper() for c in version(SCHEDULES)["additionalPrinterColumns"]]
+    for name in ("SCHEDULE", "TIMEZONE", "SUSPEND", "ACTIVE", "LAST", "NEXT"):
+        assert name in columns
+    assert version(SCHEDULES)["subresources"] == {"status": {}}
+    root = root_schema(SCHEDULES)
+    assert any("metadata.name" in v["rule"] for v in root["x-kubernetes-validations"])
+    spec = root["properties"]["spec"]
+    assert any(v["rule"] == "has(self.schedule) != has(self.interval)" for v in spec["x-kubernetes-validations"])
+    assert spec["properties"]["concurrencyPolicy"]["enum"] == ["Allow", "Forbid", "Replace"]
+    assert spec["properties"]["timeZone"]["default"] == "UTC"
+    template = spec["properties"]["flowRunTemplate"]
+    assert (
+        template["properties"]["spec"]["properties"]["flow"]
+        == root_schema(FLOWRUNS)["properties"]["spec"]["properties"]["flow"]
+    )
