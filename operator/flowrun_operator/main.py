@@ -9,7 +9,9 @@ import os
 
 import kopf
 
-import flowrun_operator.handlers.operator  # noqa: F401  (registers the handlers)
+from flowrun_operator import leader, metrics
+from flowrun_operator.handlers import operator as _handlers  # noqa: F401  (registers the handlers)
+from flowrun_operator.handlers import probes  # also registers the engine's liveness check
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,21 +27,111 @@ def main(argv: list[str] | None = None) -> None:
         "--liveness", default=os.environ.get("LIVENESS_ENDPOINT"), help="e.g. http://0.0.0.0:8080/healthz"
     )
     parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=_env_int("METRICS_PORT", 0),
+        help="serve Prometheus metrics on this port at /metrics; 0 (the default): off (env METRICS_PORT)",
+    )
+    parser.add_argument(
+        "--leader-elect",
+        action=argparse.BooleanOptionalAction,
+        default=_env_flag("LEADER_ELECT"),
+        help="run only while holding the Lease 'flowrun-operator' (env LEADER_ELECT; default off)",
+    )
+    parser.add_argument(
+        "--leader-election-namespace",
+        default=os.environ.get("LEADER_ELECTION_NAMESPACE") or None,
+        help="namespace of the Lease; default: $POD_NAMESPACE, the ServiceAccount's namespace, else 'default'",
+    )
+    for flag, env, value, what in (
+        ("lease-duration", "LEADER_ELECTION_LEASE_DURATION", leader.DEFAULT_LEASE_DURATION, "a standby waits"),
+        ("renew-deadline", "LEADER_ELECTION_RENEW_DEADLINE", leader.DEFAULT_RENEW_DEADLINE, "the leader retries"),
+        ("retry-period", "LEADER_ELECTION_RETRY_PERIOD", leader.DEFAULT_RETRY_PERIOD, "between attempts"),
+    ):
+        parser.add_argument(
+            f"--leader-election-{flag}",
+            type=float,
+            default=_env_float(env, value),
+            help=f"seconds {what} (env {env}; default {value:g})",
+        )
     args = parser.parse_args(argv)
+    election: leader.ElectionConfig | None = None
+    if args.leader_elect:
+        try:
+            election = leader.ElectionConfig(
+                namespace=args.leader_election_namespace or leader.default_namespace(),
+                identity=leader.default_identity(),
+                lease_duration=args.leader_election_lease_duration,
+                renew_deadline=args.leader_election_renew_deadline,
+                retry_period=args.leader_election_retry_period,
+            )
+        except ValueError as error:
+            parser.error(str(error))
+    try:
+        probes.stall_seconds()  # a bad LIVENESS_STALL_SECONDS fails here, not in every probe
+    except ValueError as error:
+        parser.error(str(error))
+    if not 0 <= args.metrics_port <= 65535:
+        parser.error(f"--metrics-port must be 0..65535, got {args.metrics_port}")
 
     namespaces = args.namespace or [n for n in os.environ.get("WATCH_NAMESPACES", "").split(",") if n.strip()]
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
-    asyncio.run(
-        kopf.operator(
+    if args.metrics_port:
+        metrics.serve(args.metrics_port)
+    asyncio.run(run(namespaces, args.liveness, election))
+
+
+async def run(namespaces: list[str], liveness: str | None, election: leader.ElectionConfig | None) -> None:
+    """Run the operator; with `election`, only while holding the Lease. Nothing of the operator (no
+    handler, no list, no write) starts before the Lease is held: the engine's startup handler lists
+    everything afresh, so a new leader decides from the cluster's state, not from a stale view."""
+    elector: leader.LeaderElector | None = None
+    if election is not None:
+        elector = leader.LeaderElector(election)
+        standby = leader.StandbyHealth(liveness, elector) if liveness else None
+        if standby is not None:
+            await standby.start()
+        try:
+            await elector.acquire()
+        finally:
+            if standby is not None:
+                await standby.stop()
+        elector.start_renewing()
+    try:
+        await kopf.operator(
             standalone=True,
             clusterwide=not namespaces,
             namespaces=namespaces,
-            liveness_endpoint=args.liveness,
+            liveness_endpoint=liveness,
             memo=kopf.Memo(namespaces=namespaces),
         )
-    )
+    finally:
+        if elector is not None:
+            # After Kopf has stopped every handler: a standby may start the moment this lands.
+            await asyncio.to_thread(elector.release)
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        raise SystemExit(f"flowrun-operator: {name} must be an integer, got {raw!r}") from None
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        raise SystemExit(f"flowrun-operator: {name} must be a number of seconds, got {raw!r}") from None
 
 
 if __name__ == "__main__":

@@ -1,0 +1,56 @@
+"""The liveness check of the admission engine, served by Kopf's health endpoint (`--liveness`).
+
+A probe that raises makes Kopf's /healthz answer 500: Kopf runs the probe handlers as an activity, and
+an activity whose handler failed permanently raises out of the endpoint's request handler (a plain
+exception would instead be retried with backoff while the request hangs, hence `PermanentError`).
+Kubernetes then restarts the container, which re-lists everything and starts afresh.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import kopf
+
+log = logging.getLogger("flowrun_operator.probes")
+
+DEFAULT_STALL_SECONDS = 60.0
+
+
+def stall_seconds() -> float:
+    """N of "work queued and nothing processed for N seconds" (env LIVENESS_STALL_SECONDS, default 60)."""
+    raw = os.environ.get("LIVENESS_STALL_SECONDS", "").strip()
+    if not raw:
+        return DEFAULT_STALL_SECONDS
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"LIVENESS_STALL_SECONDS must be a number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"LIVENESS_STALL_SECONDS must be > 0, got {raw!r}")
+    return value
+
+
+def engine_of(memo: Any) -> Any:
+    """The engine from the memo (`engine`, or `reconciler` for the older core), if it can report stalls."""
+    for key in ("engine", "reconciler"):
+        candidate = memo.get(key) if hasattr(memo, "get") else None
+        if candidate is not None and callable(getattr(candidate, "stalled", None)):
+            return candidate
+    return None
+
+
+@kopf.on.probe(id="engine", errors=kopf.ErrorsMode.PERMANENT)
+async def engine_liveness(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
+    seconds = stall_seconds()
+    engine = engine_of(memo)
+    if engine is None:
+        # Not started yet (Kopf serves probes only after the startup handlers), or a core without the check.
+        return {"stallCheck": "unavailable"}
+    if engine.stalled(seconds):
+        message = f"admission engine stalled: work is queued and nothing was processed for {seconds:g}s"
+        log.error("liveness failing: %s", message)
+        raise kopf.PermanentError(message)
+    return {"stalled": False, "stallSeconds": seconds}
