@@ -1,7 +1,8 @@
 """`kubectl-flowrun` (also `kubectl flowrun`): inspect and steer FlowRuns from a terminal.
 
 The commands only read FlowRuns and pods and patch FlowRuns (spec.cancel, the rerun annotation); the operator
-does the rest. Pure logic lives in :mod:`.views` and :mod:`.render`, API calls in :mod:`.kube`.
+does the rest. Every API call goes through :mod:`flowrun_operator.client` (the same layer as the dashboard's);
+presentation lives in :mod:`.views` and :mod:`.render`.
 """
 
 from __future__ import annotations
@@ -9,17 +10,14 @@ from __future__ import annotations
 import functools
 import os
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, ParamSpec, TypeVar
 
 import typer
-from kubernetes.client.exceptions import ApiException
 from rich.console import Console, RenderableType
 
-from flowrun_operator.api.common import RERUN_ANNOTATION
 from flowrun_operator.api.flowrun import FlowRunPhase
 from flowrun_operator.cli.kube import CliKube
 from flowrun_operator.cli.render import (
@@ -34,21 +32,11 @@ from flowrun_operator.cli.render import (
 from flowrun_operator.cli.views import (
     CliError,
     RunSummary,
-    api_error_message,
     check_cancel,
-    choose_container,
-    choose_pod,
-    current_attempt,
-    describe_unit,
-    filter_by_phase,
-    log_error,
-    next_rerun,
-    pod_containers,
-    pod_selector,
-    resolve_task,
     sort_runs,
     summarize,
 )
+from flowrun_operator.client import FlowRuns, FlowRunView, Timeout
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -90,8 +78,6 @@ OutputOption = Annotated[
 RunArgument = Annotated[str, typer.Argument(help="Name of the FlowRun.", show_default=False)]
 WaitOption = Annotated[bool, typer.Option("--wait", help="Wait until the run has finished.")]
 TimeoutOption = Annotated[float, typer.Option("--timeout", min=0, help="Seconds to wait with --wait.")]
-
-POLL_SECONDS = 0.5
 
 
 @dataclass
@@ -146,20 +132,21 @@ class Session:
         if self._kube is not None:
             self._kube.close()
 
-    def summary(self, run: str) -> RunSummary:
-        return summarize(self.kube.get_run(self.namespace, run), _now())
+    @property
+    def runs(self) -> FlowRuns:
+        return self.kube.runs(self.namespace)
 
-    def wait_for(self, run: str, done: Callable[[RunSummary], bool], timeout: float, what: str) -> RunSummary:
-        deadline = time.monotonic() + timeout
-        while True:
-            summary = self.summary(run)
-            if done(summary):
-                return summary
-            if time.monotonic() >= deadline:
-                raise CliError(
-                    f'timed out after {timeout:g}s waiting for flowrun "{run}" {what} (phase {summary.phase or "-"})'
-                )
-            time.sleep(POLL_SECONDS)
+    def summary(self, run: str) -> RunSummary:
+        return summarize(self.runs.get(run).raw, _now())
+
+    def wait_for(self, run: str, done: Callable[[FlowRunView], bool], timeout: float, what: str) -> RunSummary:
+        """Wait on a watch of the run (the client's ``wait``) and summarize the run as it was then."""
+        try:
+            found = self.runs.wait(run, until=done, timeout=timeout)
+        except Timeout as error:
+            phase = str(error.last.phase) if error.last is not None and error.last.phase else "-"
+            raise CliError(f'timed out after {timeout:g}s waiting for flowrun "{run}" {what} (phase {phase})') from None
+        return summarize(found.raw, _now())
 
 
 def _now() -> datetime:
@@ -230,9 +217,10 @@ def list_runs(
     session = Session(ctx, namespace, kubeconfig, context, output)
     try:
         scope = None if all_namespaces else session.namespace
+        # Phases are filtered by the API server (the CRD's selectable field status.phase).
+        found = session.runs.list(phase=phase or None, all_namespaces=all_namespaces)
         now = _now()
-        summaries = [summarize(obj, now) for obj in session.kube.list_runs(scope)]
-        summaries = sort_runs(filter_by_phase(summaries, [str(p) for p in phase or []]))
+        summaries = sort_runs([summarize(run.raw, now) for run in found])
         if session.output is not OutputFormat.TABLE:
             sys.stdout.write(dump(runs_document(summaries), session.output))
         elif summaries:
@@ -259,7 +247,7 @@ def get(
     session = Session(ctx, namespace, kubeconfig, context, output)
     try:
         now = _now()
-        summary = summarize(session.kube.get_run(session.namespace, run), now)
+        summary = summarize(session.runs.get(run).raw, now)
         if session.output is OutputFormat.TABLE:
             _show(summary_grid(summary, now), tasks_table(summary.tasks, now))
         else:
@@ -296,43 +284,14 @@ def logs(
     """Print the log of the pod of a task run's Job (the current attempt unless --attempt is given)."""
     session = Session(ctx, namespace, kubeconfig, context)
     try:
-        ns = session.namespace
-        summary = session.summary(run)
-        task_name = resolve_task(summary, task)
-        current = current_attempt(summary, task_name)
-        wanted = attempt if attempt is not None else current
-        selector = pod_selector(run, task_name, wanted)
-        pods = session.kube.list_pods(ns, selector)
-        pod = choose_pod(pods)
-        if pod is None:
-            unit = describe_unit(run, task_name, wanted)
-            if wanted is None:
-                row = summary.task(task_name) if task_name else summary.tasks[0]
-                state = row.phase if row is not None and row.phase else "unknown"
-                raise CliError(f"{unit} has no pod yet (state {state})")
-            why = (
-                f"the current attempt is {current}"
-                if attempt is not None and current is not None and attempt != current
-                else "its Job may not have created one yet, or it was deleted"
-            )
-            raise CliError(f'no pod found for {unit} in namespace "{ns}" (label selector {selector}); {why}')
-        meta = pod.get("metadata") or {}
-        pod_name = str(meta.get("name", ""))
-        same = [p for p in pods if (p.get("metadata") or {}).get("labels") == meta.get("labels")]
-        if len(same) > 1:
-            _note(f"note: {len(same)} pods match; showing the newest, {pod_name}")
-        chosen = choose_container(pod, container)
-        names = pod_containers(pod)
-        if container is None and len(names) > 1:
-            _note(f'Defaulted container "{chosen}" out of: {", ".join(names)}')
+        stream = session.runs.logs(run, task, attempt=attempt, container=container, follow=follow, tail=tail)
+        for note in stream.notes:
+            _note(note)
         out = sys.stdout.buffer
-        try:
-            for chunk in session.kube.pod_log(ns, pod_name, chosen, follow=follow, tail=tail):
-                out.write(chunk)
-                if follow:
-                    out.flush()
-        except ApiException as error:
-            raise log_error(pod_name, chosen, error.status, api_error_message(error.body, error.reason)) from error
+        for chunk in stream.chunks:
+            out.write(chunk)
+            if follow:
+                out.flush()
         out.flush()
     finally:
         session.close()
@@ -354,12 +313,12 @@ def cancel(
     try:
         summary = session.summary(run)
         if check_cancel(summary):
-            session.kube.patch_run(session.namespace, run, {"spec": {"cancel": True}})
+            session.runs.cancel(run)
             typer.echo(f'flowrun "{run}" cancel requested; the operator deletes its Jobs and marks it Cancelled')
         else:
             typer.echo(f'flowrun "{run}": cancel was already requested (phase {summary.phase or "-"})')
         if wait:
-            final = session.wait_for(run, lambda s: s.finished, timeout, "to finish")
+            final = session.wait_for(run, lambda r: r.finished, timeout, "to finish")
             typer.echo(f'flowrun "{run}" is {final.phase}')
     finally:
         session.close()
@@ -383,13 +342,12 @@ def retry(
     session = Session(ctx, namespace, kubeconfig, context)
     try:
         summary = session.summary(run)
-        rerun = next_rerun(summary)
-        session.kube.patch_run(session.namespace, run, {"metadata": {"annotations": {RERUN_ANNOTATION: str(rerun)}}})
+        rerun = session.runs.retry(run)
         what = "its failed and skipped tasks" if summary.has_tasks else "it"
         typer.echo(f'flowrun "{run}" rerun {rerun} requested; the operator runs {what} again as a new attempt')
         if wait:
             final = session.wait_for(
-                run, lambda s: s.reruns >= rerun and s.finished, timeout, f"to finish rerun {rerun}"
+                run, lambda r: r.reruns >= rerun and r.finished, timeout, f"to finish rerun {rerun}"
             )
             if final.phase != FlowRunPhase.SUCCEEDED:
                 detail = f": {final.message}" if final.message else ""

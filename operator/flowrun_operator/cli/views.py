@@ -6,7 +6,6 @@ the cluster, so all of it is unit-tested with fake data.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -15,27 +14,58 @@ from typing import Any
 from pydantic import ValidationError
 
 from flowrun_operator.api.common import (
-    ATTEMPT_LABEL,
     RERUN_ANNOTATION,
-    RUN_LABEL,
-    TASK_LABEL,
     format_duration,
     format_time,
 )
-from flowrun_operator.api.flowrun import FlowRunPhase, FlowRunStatus, TaskRun, WaitingFor, is_terminal
+from flowrun_operator.api.flowrun import FlowRunStatus, TaskRun, WaitingFor, is_terminal
+from flowrun_operator.client.errors import ClientError, NotFound, api_error_message, api_error_names_object
+from flowrun_operator.client.views import (
+    DEFAULT_CONTAINER_ANNOTATION,
+    MAIN_TASK,
+    check_cancel,
+    choose_container,
+    choose_pod,
+    current_attempt,
+    describe_unit,
+    log_error,
+    next_rerun,
+    pod_containers,
+    pod_selector,
+    resolve_task,
+)
 
-# The row `get` shows for a run without tasks (its single Job), and the TASK `logs` accepts for it.
-MAIN_TASK = "main"
-DEFAULT_CONTAINER_ANNOTATION = "kubectl.kubernetes.io/default-container"
+__all__ = [
+    "DEFAULT_CONTAINER_ANNOTATION",
+    "MAIN_TASK",
+    "CliError",
+    "RunSummary",
+    "TaskRow",
+    "ago",
+    "api_error_message",
+    "api_error_names_object",
+    "check_cancel",
+    "choose_container",
+    "choose_pod",
+    "current_attempt",
+    "describe_unit",
+    "describe_waits",
+    "elapsed",
+    "filter_by_phase",
+    "human_age",
+    "log_error",
+    "next_rerun",
+    "not_found",
+    "pod_containers",
+    "pod_selector",
+    "resolve_task",
+    "sort_runs",
+    "summarize",
+]
 
-
-class CliError(Exception):
-    """An expected failure: printed as ``error: <message>`` on stderr, then exit with ``code``."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
+# An expected failure: printed as ``error: <message>`` on stderr, then exit with ``code``. The client's
+# errors are the CLI's, so a failure of any API call ends the same way.
+CliError = ClientError
 
 
 # ------------------------------------------------------------------------------------------------ times
@@ -301,153 +331,9 @@ def sort_runs(summaries: Sequence[RunSummary]) -> list[RunSummary]:
 
 
 # ----------------------------------------------------------------------------------------------- actions
+# The checks behind cancel and retry and the lookup of a task run's pod live in the client, shared with the
+# dashboard; they accept a RunSummary as well as the client's FlowRunView.
 
 
 def not_found(kind: str, name: str, namespace: str) -> CliError:
-    return CliError(f'{kind} "{name}" not found in namespace "{namespace}"')
-
-
-def check_cancel(summary: RunSummary) -> bool:
-    """Whether `cancel` has to patch the run (False: cancel was requested already). A finished run raises."""
-    if summary.finished:
-        raise CliError(f'flowrun "{summary.name}" already finished ({summary.phase}); nothing to cancel')
-    return not summary.cancel_requested
-
-
-def next_rerun(summary: RunSummary) -> int:
-    """The value for the rerun annotation that re-runs this Failed run; raises for any other run."""
-    name = summary.name
-    if summary.phase == FlowRunPhase.FAILED:
-        if summary.cancel_requested:
-            raise CliError(f'flowrun "{name}" was cancelled (spec.cancel is true); a cancelled run cannot be retried')
-        return summary.reruns + 1
-    only = "only a Failed run can be retried"
-    if summary.phase == FlowRunPhase.CANCELLED:
-        raise CliError(f'flowrun "{name}" was cancelled; {only}')
-    if summary.phase == FlowRunPhase.SUCCEEDED:
-        raise CliError(f'flowrun "{name}" succeeded; there is nothing to retry ({only})')
-    if summary.phase is None:
-        raise CliError(f'flowrun "{name}" has not started yet (no phase); {only}')
-    raise CliError(f'flowrun "{name}" is still {summary.phase}; {only}')
-
-
-def _names(names: Sequence[str]) -> str:
-    return ", ".join(names)
-
-
-def resolve_task(summary: RunSummary, task: str | None) -> str | None:
-    """The task whose logs to show: a task of the spec, or None for a run without tasks.
-
-    A run with tasks needs a TASK (usage error, exit 2, naming them); an unknown task is an error (exit 1).
-    """
-    name = summary.name
-    if summary.has_tasks:
-        if task is None:
-            raise CliError(
-                f'flowrun "{name}" has tasks; name one of them: {_names(summary.task_names)}',
-                code=2,
-            )
-        if task not in summary.task_names:
-            raise CliError(f'flowrun "{name}" has no task "{task}"; its tasks are: {_names(summary.task_names)}')
-        return task
-    if task is not None and task != MAIN_TASK:
-        raise CliError(f'flowrun "{name}" has no tasks (it runs a single Job, shown as "{MAIN_TASK}"); omit TASK')
-    return None
-
-
-def current_attempt(summary: RunSummary, task: str | None) -> int | None:
-    """The attempt the status reports for the task (or for the run without tasks); None before the first Job."""
-    row = summary.task(task or MAIN_TASK)
-    return row.attempt if row is not None else None
-
-
-def pod_selector(run: str, task: str | None, attempt: int | None) -> str:
-    """The label selector of the pods of a run's task (or of the run without tasks) and attempt."""
-    parts = [f"{RUN_LABEL}={run}", f"{TASK_LABEL}={task}" if task else f"!{TASK_LABEL}"]
-    if attempt is not None:
-        parts.append(f"{ATTEMPT_LABEL}={attempt}")
-    return ",".join(parts)
-
-
-def _pod_attempt(pod: Mapping[str, Any]) -> int:
-    try:
-        return int(((pod.get("metadata") or {}).get("labels") or {}).get(ATTEMPT_LABEL, 0))
-    except (TypeError, ValueError):
-        return 0
-
-
-def _created(pod: Mapping[str, Any]) -> str:
-    return str((pod.get("metadata") or {}).get("creationTimestamp") or "")
-
-
-def choose_pod(pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-    """The pod to read: of the highest attempt, the newest (a Job may have replaced a pod)."""
-    if not pods:
-        return None
-    return max(pods, key=lambda p: (_pod_attempt(p), _created(p), _pod_name(p)))
-
-
-def _pod_name(pod: Mapping[str, Any]) -> str:
-    return str((pod.get("metadata") or {}).get("name", ""))
-
-
-def pod_containers(pod: Mapping[str, Any]) -> list[str]:
-    return [str(c.get("name")) for c in (pod.get("spec") or {}).get("containers") or [] if c.get("name")]
-
-
-def choose_container(pod: Mapping[str, Any], container: str | None) -> str:
-    """The container to read: the one asked for, else the pod's default container, else its first."""
-    names = pod_containers(pod)
-    pod_name = _pod_name(pod)
-    if container is not None:
-        if names and container not in names:
-            raise CliError(f'pod "{pod_name}" has no container "{container}"; its containers are: {_names(names)}')
-        return container
-    default = ((pod.get("metadata") or {}).get("annotations") or {}).get(DEFAULT_CONTAINER_ANNOTATION)
-    if default in names:
-        return str(default)
-    if not names:
-        raise CliError(f'pod "{pod_name}" has no containers')
-    return names[0]
-
-
-def describe_unit(run: str, task: str | None, attempt: int | None) -> str:
-    what = f'task "{task}" of flowrun "{run}"' if task else f'flowrun "{run}"'
-    return f"{what}, attempt {attempt}" if attempt is not None else what
-
-
-def log_error(pod: str, container: str, status: int | None, message: str) -> CliError:
-    """Why the logs of a pod that exists could not be read, in the API server's words."""
-    text = f'cannot read the logs of pod "{pod}" (container "{container}"): {message}'
-    if status == 404:
-        # The pod was just listed, so a 404 comes from the node: KWOK's simulated nodes never serve logs.
-        text += " (the pod's node did not serve its logs: it may be a simulated node, or the pod is gone)"
-    return CliError(text)
-
-
-# ---------------------------------------------------------------------------------------------- API errors
-
-
-def api_error_message(body: str | bytes | None, reason: str | None = None) -> str:
-    """The human message of an API error: the ``message`` of a Status body, else the body or the reason."""
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else (body or "")
-    try:
-        parsed = json.loads(text) if text else None
-    except ValueError:
-        parsed = None
-    if isinstance(parsed, Mapping) and parsed.get("message"):
-        return str(parsed["message"])
-    return text.strip() or (reason or "unknown error")
-
-
-def api_error_names_object(body: str | bytes | None) -> bool:
-    """Whether a 404 Status names the missing object (vs. an unknown resource type, e.g. CRDs not installed)."""
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else (body or "")
-    try:
-        parsed = json.loads(text) if text else None
-    except ValueError:
-        return False
-    if not isinstance(parsed, Mapping):
-        return False
-    details = parsed.get("details")
-    return isinstance(details, Mapping) and bool(details.get("name"))
+    return NotFound(kind, name, namespace)
