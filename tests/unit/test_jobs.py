@@ -1,3 +1,4 @@
+import hashlib
 from flowrun_operator.handlers.store import run_snapshot
 from flowrun_operator.kube.jobs import build_job
 from flowrun_operator.scheduling.jobs import JobOutcome, job_info_from, job_name
@@ -5,13 +6,18 @@ from flowrun_operator.scheduling.runstate import units_of
 
 
 def test_job_names_are_deterministic_and_fit_a_label_value() -> None:
-    assert job_name("hello", None, 1) == "hello-1"
-    assert job_name("hello", "extract", 2) == "hello-extract-2"
-    long = job_name("r" * 60, "task-with-a-long-name", 3)
+    digest = hashlib.sha256(b"uid-1").hexdigest()[:5]
+    assert job_name("hello", None, 1, "uid-1") == f"hello-1-{digest}"
+    assert job_name("hello", "extract", 2, "uid-1") == f"hello-extract-2-{digest}"
+    # Run `etl` task `load` and run `etl-load` (another uid) never share a Job name.
+    assert job_name("etl", "load", 1, "uid-1") != job_name("etl-load", None, 1, "uid-2")
+    # Nor does a new run with the name of a deleted one whose Jobs are still being collected.
+    assert job_name("etl", None, 1, "uid-1") != job_name("etl", None, 1, "uid-2")
+    long = job_name("r" * 60, "task-with-a-long-name", 3, "uid-1")
     assert len(long) <= 63
     assert long.endswith("-3")
-    assert long == job_name("r" * 60, "task-with-a-long-name", 3)
-    assert long != job_name("r" * 60, "task-with-a-long-namf", 3)
+    assert long == job_name("r" * 60, "task-with-a-long-name", 3, "uid-1")
+    assert long != job_name("r" * 60, "task-with-a-long-namf", 3, "uid-1")
 
 
 def test_job_info_reads_final_conditions_only() -> None:

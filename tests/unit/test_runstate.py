@@ -15,6 +15,11 @@ NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 POD = {"spec": {"containers": [{"name": "main", "image": "busybox"}]}}
 
 
+def named(base: str) -> str:
+    """The Job name the operator gives run r's `<task>-<attempt>` (its uid digest appended)."""
+    return f"{base}-57407"
+
+
 def ts(offset: float = 0) -> str:
     return (NOW + timedelta(seconds=offset)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -82,10 +87,10 @@ def conditions(p: RunPlan) -> dict[str, str]:
 
 def test_new_run_with_a_free_slot_gets_its_first_job() -> None:
     p = decide(flowrun(), [])
-    assert [j.name for j in p.create_jobs] == ["r-1"]
+    assert [j.name for j in p.create_jobs] == [named("r-1")]
     assert p.status.phase == FlowRunPhase.SUBMITTED
     assert p.status.attempt == 1
-    assert p.status.job_name == "r-1"
+    assert p.status.job_name == named("r-1")
     assert p.status.observed_generation == 1
     assert conditions(p)["Admitted"] == "True/Admitted"
     assert conditions(p)["Finished"] == "False/InProgress"
@@ -131,7 +136,7 @@ def test_retry_waits_for_the_delay_then_starts_the_next_attempt() -> None:
     assert waiting.wake_at == NOW + timedelta(seconds=7)
     assert conditions(waiting)["Admitted"] == "False/AwaitingRetry"
     later = decide(flowrun(status, **spec), failed, now=NOW + timedelta(seconds=8))
-    assert [j.name for j in later.create_jobs] == ["r-2"]
+    assert [j.name for j in later.create_jobs] == [named("r-2")]
     assert later.status.attempt == 2
     assert later.status.phase == FlowRunPhase.SUBMITTED
 
@@ -178,7 +183,7 @@ def test_scheduled_start_in_the_future() -> None:
     assert p.create_jobs == []
     assert p.wake_at == NOW + timedelta(seconds=30)
     later = decide(flowrun(scheduledStart=ts(30)), [], now=NOW + timedelta(seconds=31))
-    assert [j.name for j in later.create_jobs] == ["r-1"]
+    assert [j.name for j in later.create_jobs] == [named("r-1")]
 
 
 def test_terminal_phase_is_sticky() -> None:
@@ -209,13 +214,13 @@ def task_phases(p: RunPlan) -> dict[str, str]:
 
 def test_dag_starts_independent_tasks_and_holds_dependents() -> None:
     p = decide(flowrun(tasks=DAG), [], units={"r/report"})
-    assert sorted(j.name for j in p.create_jobs) == ["r-extract-1", "r-report-1"]
+    assert sorted(j.name for j in p.create_jobs) == [named("r-extract-1"), named("r-report-1")]
     assert task_phases(p) == {"extract": "Submitted", "transform": "Scheduled", "report": "Submitted"}
 
 
 def test_dag_tagged_task_waits_for_its_tag_limit() -> None:
     p = decide(flowrun(tasks=DAG), [], units=set(), unit_waits={"r/report": [Wait("db", 1, 1, 1)]})
-    assert [j.name for j in p.create_jobs] == ["r-extract-1"]
+    assert [j.name for j in p.create_jobs] == [named("r-extract-1")]
     assert task_phases(p)["report"] == "Pending"
     report = next(t for t in p.status.task_runs if t.name == "report")
     assert report.message == "waiting for db: 1/1 in use, 1st in line"
@@ -226,7 +231,7 @@ def test_dag_dependent_starts_after_upstream_succeeds() -> None:
     status = {"phase": "Running", "taskRuns": [{"name": "extract", "phase": "Running", "attempt": 1}]}
     jobs = [job(1, "extract", outcome="Complete"), job(1, "report", ready=1)]
     p = decide(flowrun(status, tasks=DAG), jobs)
-    assert [j.name for j in p.create_jobs] == ["r-transform-1"]
+    assert [j.name for j in p.create_jobs] == [named("r-transform-1")]
     assert p.status.phase == FlowRunPhase.RUNNING
 
 
@@ -290,7 +295,7 @@ def test_rerun_of_a_failed_dag_reruns_failed_and_skipped_tasks_only() -> None:
     assert decide(obj, jobs).status.phase == FlowRunPhase.FAILED  # no rerun asked
     obj["metadata"]["annotations"] = {"flowrun.io/rerun": "1"}
     p = decide(obj, jobs)
-    assert [j.name for j in p.create_jobs] == ["r-extract-2"]
+    assert [j.name for j in p.create_jobs] == [named("r-extract-2")]
     assert p.status.phase == FlowRunPhase.RUNNING  # report's pod ran already
     assert p.status.reruns == 1
     assert p.status.completion_time is None
@@ -302,7 +307,7 @@ def test_rerun_of_a_failed_single_template_run_starts_a_new_attempt() -> None:
     obj = flowrun(status)
     obj["metadata"]["annotations"] = {"flowrun.io/rerun": "1"}
     p = decide(obj, [job(1, outcome="Failed", reason="Error")])
-    assert [j.name for j in p.create_jobs] == ["r-2"]
+    assert [j.name for j in p.create_jobs] == [named("r-2")]
     # once written, the rerun is not started again and the new attempt counts as allowed
     written = flowrun(p.status.to_api())
     written["metadata"]["annotations"] = {"flowrun.io/rerun": "1"}

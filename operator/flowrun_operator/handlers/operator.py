@@ -1,5 +1,5 @@
-"""Kopf wiring. The handlers are thin on purpose: each watch event updates the in-memory view and marks
-its namespace for a reconcile pass (handlers.reconciler), where all decisions are made.
+"""Kopf wiring. The handlers are thin on purpose: each watch event updates the engine's view and marks the
+keys it affects (flowrun_operator.engine), where all decisions are made.
 
 Only `on.event` handlers are used: they add no finalizers and no annotations to users' objects and,
 unlike Kopf's change-detection handlers, never wait for their own patches to come back, which keeps
@@ -14,7 +14,7 @@ from typing import Any
 import kopf
 
 from flowrun_operator.api.common import FLOWRUN_PLURAL, GROUP, LIMIT_PLURAL, RUN_LABEL, VERSION
-from flowrun_operator.handlers.reconciler import Reconciler
+from flowrun_operator.engine import Engine
 from flowrun_operator.kube.client import Kube
 
 log = logging.getLogger("flowrun_operator")
@@ -46,21 +46,21 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     # The watched resources are fixed, so Kopf needs no CRD or namespace watches (nor the RBAC for them).
     settings.scanning.disabled = True
     kube = Kube()
-    reconciler = Reconciler(kube, namespaces=memo.get("namespaces") or None)
+    engine = Engine(kube, namespaces=memo.get("namespaces") or None)
     # Read every run, Job and limit before the first admission, so a restart never over-admits.
-    await reconciler.seed()
-    reconciler.start()
+    await engine.seed()
+    engine.start()
     memo["kube"] = kube
-    memo["reconciler"] = reconciler
+    memo["engine"] = engine
     scope = ", ".join(memo.get("namespaces") or []) or "all namespaces"
     log.info("flowrun-operator watching FlowRuns, ConcurrencyLimits and Jobs in %s", scope)
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
-    reconciler: Reconciler | None = memo.get("reconciler")
-    if reconciler is not None:
-        await reconciler.stop()
+    engine: Engine | None = memo.get("engine")
+    if engine is not None:
+        await engine.stop()
     kube: Kube | None = memo.get("kube")
     if kube is not None:
         kube.close()
@@ -68,23 +68,22 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event(GROUP, VERSION, FLOWRUN_PLURAL)
 async def flowrun_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    memo["reconciler"].on_run(event["type"], event["object"])
+    memo["engine"].on_run(event["type"], event["object"])
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={RUN_LABEL: kopf.PRESENT})
 async def job_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    memo["reconciler"].on_job(event["type"], event["object"])
+    memo["engine"].on_job(event["type"], event["object"])
 
 
 @kopf.on.event(GROUP, VERSION, LIMIT_PLURAL)
 async def limit_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    memo["reconciler"].on_limit(event["type"], event["object"])
+    memo["engine"].on_limit(event["type"], event["object"])
 
 
-@kopf.on.probe(id="reconciler")
-async def reconciler_probe(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
-    reconciler: Reconciler | None = memo.get("reconciler")
-    if reconciler is None:
+@kopf.on.probe(id="engine")
+async def engine_probe(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
+    engine: Engine | None = memo.get("engine")
+    if engine is None:
         return {"ready": False}
-    stats = reconciler.stats
-    return {"ready": True, "passes": stats.passes, "jobsCreated": stats.jobs_created, "errors": stats.errors}
+    return {"ready": True, "rounds": engine.rounds, "jobsCreated": engine.jobs_created, "errors": engine.errors}

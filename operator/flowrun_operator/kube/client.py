@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,11 +21,18 @@ from typing import Any, TypeVar
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
+from flowrun_operator import metrics
 from flowrun_operator.api.common import FLOWRUN_PLURAL, GROUP, LIMIT_PLURAL, RUN_LABEL, VERSION
+from flowrun_operator.kube.errors import classify
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 MERGE_PATCH = "application/merge-patch+json"
+# (connect, read) socket timeouts of every request, and an overall bound on a call including its wait
+# for a pool thread. Lists of a large namespace take longest, hence their own read timeout.
+REQUEST_TIMEOUT = (5.0, 20.0)
+LIST_TIMEOUT = (5.0, 120.0)
+CALL_TIMEOUT_SECONDS = 150.0
 
 
 def load_config() -> kubernetes.client.ApiClient:
@@ -70,8 +78,19 @@ class Kube:
         # writes that start work (Job creation) and from crowding a busy API server.
         self._event_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kube-events")
 
-    async def _run(self, fn: Callable[[], T], pool: ThreadPoolExecutor | None = None) -> T:
-        return await asyncio.get_running_loop().run_in_executor(pool or self._pool, fn)
+    async def _run(self, fn: Callable[[], T], pool: ThreadPoolExecutor | None = None, verb: str = "call") -> T:
+        # The socket timeout (REQUEST_TIMEOUT) ends a hung connection; this bound also covers a call
+        # queued behind others in the pool, so no caller waits for ever.
+        started = time.perf_counter()
+        try:
+            return await asyncio.wait_for(
+                asyncio.get_running_loop().run_in_executor(pool or self._pool, fn), CALL_TIMEOUT_SECONDS
+            )
+        except Exception as error:
+            metrics.API_ERRORS.labels(verb, classify(error).reason).inc()
+            raise
+        finally:
+            metrics.API_REQUESTS.labels(verb).observe(time.perf_counter() - started)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -90,15 +109,23 @@ class Kube:
             for ns in scopes:
                 for plural in (FLOWRUN_PLURAL, LIMIT_PLURAL):
                     if ns is None:
-                        listing = self.custom.list_cluster_custom_object(GROUP, VERSION, plural)
+                        listing = self.custom.list_cluster_custom_object(
+                            GROUP, VERSION, plural, _request_timeout=LIST_TIMEOUT
+                        )
                     else:
-                        listing = self.custom.list_namespaced_custom_object(GROUP, VERSION, ns, plural)
+                        listing = self.custom.list_namespaced_custom_object(
+                            GROUP, VERSION, ns, plural, _request_timeout=LIST_TIMEOUT
+                        )
                     found[plural].extend(listing["items"])
                     versions.append(_version(listing))
                 if ns is None:
-                    response = self.batch.list_job_for_all_namespaces(label_selector=RUN_LABEL, _preload_content=False)
+                    response = self.batch.list_job_for_all_namespaces(
+                        label_selector=RUN_LABEL, _preload_content=False, _request_timeout=LIST_TIMEOUT
+                    )
                 else:
-                    response = self.batch.list_namespaced_job(ns, label_selector=RUN_LABEL, _preload_content=False)
+                    response = self.batch.list_namespaced_job(
+                        ns, label_selector=RUN_LABEL, _preload_content=False, _request_timeout=LIST_TIMEOUT
+                    )
                 payload = json.loads(response.data)
                 for job in payload["items"]:
                     job.setdefault("apiVersion", "batch/v1")
@@ -107,13 +134,13 @@ class Kube:
                 versions.append(_version(payload))
             return Listing(found["flowruns"], found["concurrencylimits"], found["jobs"], min(versions))
 
-        return await self._run(read)
+        return await self._run(read, verb="list")
 
     async def get_object(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         def read() -> dict[str, Any] | None:
             try:
                 found: dict[str, Any] = self.custom.get_namespaced_custom_object(
-                    GROUP, VERSION, namespace, plural, name
+                    GROUP, VERSION, namespace, plural, name, _request_timeout=REQUEST_TIMEOUT
                 )
             except ApiException as error:
                 if error.status == 404:
@@ -121,12 +148,14 @@ class Kube:
                 raise
             return found
 
-        return await self._run(read)
+        return await self._run(read, verb="get")
 
     async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         def read() -> dict[str, Any] | None:
             try:
-                response = self.batch.read_namespaced_job(name, namespace, _preload_content=False)
+                response = self.batch.read_namespaced_job(
+                    name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                )
             except ApiException as error:
                 if error.status == 404:
                     return None
@@ -134,7 +163,7 @@ class Kube:
             job: dict[str, Any] = json.loads(response.data)
             return job
 
-        return await self._run(read)
+        return await self._run(read, verb="get")
 
     # ---------------------------------------------------------------------------------------- writes
 
@@ -143,7 +172,9 @@ class Kube:
 
         def write() -> dict[str, Any]:
             try:
-                response = self.batch.create_namespaced_job(namespace, body, _preload_content=False)
+                response = self.batch.create_namespaced_job(
+                    namespace, body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                )
             except ApiException as error:
                 if error.status == 409:
                     raise Conflict(body["metadata"]["name"]) from error
@@ -151,44 +182,62 @@ class Kube:
             job: dict[str, Any] = json.loads(response.data)
             return job
 
-        return await self._run(write)
+        return await self._run(write, verb="create")
 
     async def delete_job(self, namespace: str, name: str) -> None:
-        """Delete a Job and, in the background, its pods. A Job already gone is fine."""
+        """Delete a Job in the foreground: it stays (with a deletionTimestamp) until its pods are gone, so
+        its slots stay held while they terminate. A Job already gone is fine."""
 
         def write() -> None:
             try:
                 self.batch.delete_namespaced_job(
-                    name, namespace, propagation_policy="Background", _preload_content=False
+                    name,
+                    namespace,
+                    propagation_policy="Foreground",
+                    _preload_content=False,
+                    _request_timeout=REQUEST_TIMEOUT,
                 )
             except ApiException as error:
                 if error.status != 404:
                     raise
 
-        await self._run(write)
+        await self._run(write, verb="delete")
 
     async def patch_status(self, plural: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         """Merge-patch the status subresource; returns the object as stored."""
 
         def write() -> dict[str, Any]:
             result: dict[str, Any] = self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, plural, name, {"status": status}, _content_type=MERGE_PATCH
+                GROUP,
+                VERSION,
+                namespace,
+                plural,
+                name,
+                {"status": status},
+                _content_type=MERGE_PATCH,
+                _request_timeout=REQUEST_TIMEOUT,
             )
             return result
 
-        return await self._run(write)
+        return await self._run(write, verb="patch")
 
     async def delete_object(self, plural: str, namespace: str, name: str) -> None:
         def write() -> None:
             try:
                 self.custom.delete_namespaced_custom_object(
-                    GROUP, VERSION, namespace, plural, name, propagation_policy="Background"
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    plural,
+                    name,
+                    propagation_policy="Background",
+                    _request_timeout=REQUEST_TIMEOUT,
                 )
             except ApiException as error:
                 if error.status != 404:
                     raise
 
-        await self._run(write)
+        await self._run(write, verb="delete")
 
     async def post_event(
         self, obj: dict[str, Any], event_type: str, reason: str, message: str, component: str = "flowrun-operator"
@@ -222,9 +271,12 @@ class Kube:
         }
 
         def write() -> None:
-            self.core.create_namespaced_event(meta.get("namespace"), body, _preload_content=False)
+            self.core.create_namespaced_event(
+                meta.get("namespace"), body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            )
 
         try:
-            await self._run(write, self._event_pool)
+            await self._run(write, self._event_pool, verb="event")
+            metrics.EVENTS_POSTED.labels(reason).inc()
         except Exception as error:  # Events are best effort: never let one fail a reconcile pass.
             log.debug("could not post event %s on %s: %s", reason, meta.get("name"), error)

@@ -113,14 +113,18 @@ def job_info_from(job: dict[str, Any]) -> JobInfo | None:
     )
 
 
-def job_name(run: str, task: str | None, attempt: int) -> str:
-    """Deterministic Job name: `<run>-<attempt>` or `<run>-<task>-<attempt>`.
+def job_name(run: str, task: str | None, attempt: int, uid: str) -> str:
+    """Deterministic Job name: `<run>-<attempt>-<h>` or `<run>-<task>-<attempt>-<h>`, h = 5 hex digits of the
+    run's uid.
 
-    Determinism is what makes creation idempotent: an operator restarted between creating a Job and
-    recording it finds the same name taken (409) instead of creating a second Job. Names too long for
-    a label value keep a readable prefix and gain a hash of the full name, so they stay unique.
+    Determinism makes creation idempotent: an operator restarted between creating a Job and recording it
+    finds the same name taken (409) instead of creating a second Job. The uid digest keeps names of
+    different runs apart (run `etl` task `load` and run `etl-load`), also from an earlier run of the same
+    name whose Jobs garbage collection has not removed yet. Names too long for a label value keep a
+    readable prefix and gain a digest of the full name.
     """
-    full = f"{run}-{task}-{attempt}" if task else f"{run}-{attempt}"
+    tag = hashlib.sha256(uid.encode()).hexdigest()[:5]
+    full = f"{run}-{task}-{attempt}-{tag}" if task else f"{run}-{attempt}-{tag}"
     if len(full) <= MAX_JOB_NAME:
         return full
     digest = hashlib.sha256(full.encode()).hexdigest()[:8]

@@ -213,7 +213,7 @@ def _observe_unit(
     if job is None:
         if attempt > 0:
             # The status records a Job for this attempt that no longer exists: its work is gone.
-            name = (previous.job_name if previous else None) or job_name(run.name, unit.task, attempt)
+            name = (previous.job_name if previous else None) or job_name(run.name, unit.task, attempt, run.uid)
             state.phase = TaskRunPhase.FAILED
             state.reason = REASON_JOB_DELETED
             state.message = f"Job {name} was deleted before it finished"
@@ -443,11 +443,13 @@ def plan(
     admitted_units: set[str],
     unit_waits: Mapping[str, Sequence[Wait]],
     now: datetime,
+    held: tuple[str, str] | None = None,
 ) -> RunPlan:
     """The status to write and the writes to make, once admission has been decided.
 
     run_admitted: the run got its label slots in this pass. admitted_units: request keys of units
-    (see `Unit.request_key`) admitted in this pass.
+    (see `Unit.request_key`) admitted in this pass. held: (reason, message) when the run was admitted
+    but the API server refused its Job for a reason that passes (a ResourceQuota): it waits as Pending.
     """
     # Work on copies: an observation may be reused by later passes while its inputs are unchanged.
     observation = replace(
@@ -479,7 +481,7 @@ def plan(
         if state.unit.tags and state.unit.request_key(run.name) not in admitted_units:
             continue
         attempt = state.wants_attempt
-        name = job_name(run.name, state.unit.task, attempt)
+        name = job_name(run.name, state.unit.task, attempt, run.uid)
         result.create_jobs.append(JobToCreate(name=name, unit=state.unit, attempt=attempt))
         state.attempt = attempt
         state.phase = TaskRunPhase.SUBMITTED
@@ -501,19 +503,21 @@ def plan(
             state.message = "; ".join(w.describe() for w in waits)
 
     phase, reason, message = _run_phase(observation, admitted, run_waits)
+    if held is not None and observation.terminal is None and not any(s.job for s in observation.units):
+        phase, (reason, message) = FlowRunPhase.PENDING, held
     status.phase = phase
     status.message = message
     if observation.units:
         status.attempt = max(s.attempt for s in observation.units) or None
         if not observation.is_dag:
             unit = observation.units[0]
-            status.job_name = job_name(run.name, None, unit.attempt) if unit.attempt else None
+            status.job_name = job_name(run.name, None, unit.attempt, run.uid) if unit.attempt else None
         starts = [s.start for s in observation.units if s.start]
         if starts and status.start_time is None:
             status.start_time = min(starts)
     status.waiting_for = _waiting(run_waits) if phase == FlowRunPhase.PENDING else []
     if observation.is_dag and observation.units:
-        status.task_runs = [_task_run(state, unit_waits, run.name) for state in observation.units]
+        status.task_runs = [_task_run(state, unit_waits, run) for state in observation.units]
 
     terminal = is_terminal(phase)
     if terminal and status.completion_time is None:
@@ -570,13 +574,13 @@ def _run_phase(observation: RunObservation, admitted: bool, run_waits: Sequence[
     return FlowRunPhase.SUBMITTED, "Admitted", f"0/{len(units)} tasks finished"
 
 
-def _task_run(state: UnitState, unit_waits: Mapping[str, Sequence[Wait]], run: str) -> TaskRun:
-    waits = unit_waits.get(state.unit.request_key(run), ()) if state.phase == TaskRunPhase.PENDING else ()
+def _task_run(state: UnitState, unit_waits: Mapping[str, Sequence[Wait]], run: RunSnapshot) -> TaskRun:
+    waits = unit_waits.get(state.unit.request_key(run.name), ()) if state.phase == TaskRunPhase.PENDING else ()
     return TaskRun(
         name=state.unit.task or "",
         phase=state.phase,
         attempt=state.attempt,
-        job_name=job_name(run, state.unit.task, state.attempt) if state.attempt else None,
+        job_name=job_name(run.name, state.unit.task, state.attempt, run.uid) if state.attempt else None,
         start_time=state.start,
         completion_time=state.completion if is_terminal(state.phase) else None,
         message=state.message or None,
@@ -631,7 +635,8 @@ def _set_conditions(
 
 def _events(previous: FlowRunStatus, status: FlowRunStatus, observation: RunObservation) -> list[RunEvent]:
     events: list[RunEvent] = []
-    if previous.phase != status.phase and status.phase is not None:
+    # Running is told by the pod's own Events; the run's Events mark admission and the outcome.
+    if previous.phase != status.phase and status.phase not in (None, FlowRunPhase.RUNNING):
         kind = "Warning" if status.phase == FlowRunPhase.FAILED else "Normal"
         events.append(RunEvent(kind, str(status.phase), status.message or str(status.phase)))
     before = {t.name: t.phase for t in previous.task_runs}

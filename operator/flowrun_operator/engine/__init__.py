@@ -1,0 +1,694 @@
+"""The admission engine: watch events in, keys queued, one round per batch of keys, writes out.
+
+    view    (engine.view)    slim projections and the per-limit lines, fed by watch events and write results
+    decide  (engine.decide)  per-key work: evaluate the touched runs, admit queue heads, plan -> actions
+    act     (this module + engine.act)  deletes before creates, Job creation with the error vocabulary,
+            status writes in the background (assumed in the view until stored), Events after success
+
+A watch event marks only the keys it affects (a run; a Job -> its run; a limit -> that limit). The worker
+takes every marked key of a namespace in one round; decisions about a namespace's limits are serialized
+in that one worker. Results come back through the watch and the responses of the engine's own writes,
+never by editing decisions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
+
+from flowrun_operator import metrics
+from flowrun_operator.api.common import FLOWRUN_PLURAL, LIMIT_PLURAL, Condition, ConditionStatus, set_condition
+from flowrun_operator.api.concurrencylimit import ConcurrencyLimitStatus
+from flowrun_operator.api.flowrun import FlowRunStatus
+from flowrun_operator.kube.client import Conflict, Listing
+from flowrun_operator.kube.errors import ErrorKind
+from flowrun_operator.kube.jobs import build_job
+from flowrun_operator.scheduling.runstate import JobToCreate, RunEvent, RunSnapshot
+
+from .act import Backoff, Key, StatusWriter, Write, describe_failure
+from .clock import Clock, SystemClock
+from .decide import Actions, Hold, Round
+from .view import NamespaceView, version_of
+
+__all__ = ["Engine"]
+
+log = logging.getLogger("flowrun_operator.engine")
+
+BATCH_SECONDS = 0.02
+HOUSEKEEPING_SECONDS = 1.0
+RESYNC_SECONDS = float(os.environ.get("FLOWRUN_RESYNC_SECONDS", "300"))
+# Place-in-line refreshes: a waiting run's position is rewritten when it reaches the front of its line
+# (FRONT_OF_LINE) or has halved since it was written, at most REFRESHES_PER_SECOND per namespace.
+FRONT_OF_LINE = 10
+REFRESHES_PER_SECOND = 5
+# A run whose Job was just created is written as Submitted only if its pod has not started by then:
+# most pods start within this window, and one write (Running) then tells both transitions.
+SUBMITTED_WRITE_DELAY = 0.5
+CLEARED_STATUS: dict[str, Any] = dict.fromkeys(
+    (field.alias or name for name, field in FlowRunStatus.model_fields.items()), None
+)
+
+
+class Engine:
+    def __init__(self, kube: Any, *, namespaces: Iterable[str] | None = None, clock: Clock | None = None) -> None:
+        self.kube = kube
+        self.clock: Clock = clock or SystemClock()
+        self.namespaces = list(namespaces) if namespaces else None
+        self.views: dict[str, NamespaceView] = {}
+        self._dirty_runs: dict[str, set[str]] = defaultdict(set)
+        self._dirty_limits: dict[str, set[str]] = defaultdict(set)
+        self._refresh: dict[str, set[str]] = defaultdict(set)
+        self._holds: dict[str, dict[str, Hold]] = defaultdict(dict)
+        self._rejected: dict[str, dict[str, str]] = defaultdict(dict)
+        self._timers: dict[tuple[str, str], tuple[float, asyncio.TimerHandle]] = {}
+        self._delayed: dict[tuple[str, str], Write] = {}
+        self._limits_changed: set[tuple[str, str]] = set()
+        self._lines_changed: set[tuple[str, str]] = set()
+        self._listing = False
+        self._tombstones: dict[tuple[str, str, str], int] = {}
+        self._backoff = Backoff()
+        self._wakeup: asyncio.Event | None = None
+        self._writer: StatusWriter | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[Any]] = set()
+        self._ready = False
+        self._last_progress = 0.0
+        self._marked_at: float | None = None
+        self.jobs_created = 0
+        self.rounds = 0
+        self.errors = 0
+
+    # ----------------------------------------------------------------------------------- intake
+
+    def view(self, namespace: str) -> NamespaceView:
+        found = self.views.get(namespace)
+        if found is None:
+            found = self.views[namespace] = NamespaceView(namespace)
+        return found
+
+    def _loop_time(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def _signal(self) -> None:
+        if self._marked_at is None:
+            with contextlib.suppress(RuntimeError):
+                self._marked_at = self._loop_time()
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    def mark_run(self, namespace: str, name: str) -> None:
+        self._dirty_runs[namespace].add(name)
+        self._signal()
+
+    def mark_limit(self, namespace: str, name: str) -> None:
+        self._dirty_limits[namespace].add(name)
+        self._signal()
+
+    def _mark_all(self, view: NamespaceView) -> None:
+        for name in view.run_names():
+            self._dirty_runs[view.name].add(name)
+        for name in view.limits:
+            self._dirty_limits[view.name].add(name)
+        self._signal()
+
+    @staticmethod
+    def _key(obj: dict[str, Any]) -> tuple[str, str, str]:
+        meta = obj.get("metadata") or {}
+        return str(meta.get("namespace", "")), str(meta.get("name", "")), str(meta.get("uid", ""))
+
+    def on_run(self, event_type: str | None, obj: dict[str, Any]) -> None:
+        namespace, name, uid = self._key(obj)
+        view = self.view(namespace)
+        if event_type == "DELETED":
+            if self._listing:
+                self._tombstones[("run", namespace, name)] = version_of(obj)
+            record = view.runs.get(name) or view.finished.get(name)
+            if record is not None and record.uid == uid:
+                view.drop_run(name)
+                self._holds[namespace].pop(name, None)
+                self._rejected[namespace].pop(name, None)
+                self._delayed.pop((namespace, name), None)
+            self.mark_run(namespace, name)
+            return
+        if view.put_run(obj):
+            self.mark_run(namespace, name)
+
+    def on_job(self, event_type: str | None, obj: dict[str, Any]) -> None:
+        namespace, name, _ = self._key(obj)
+        view = self.view(namespace)
+        if event_type == "DELETED":
+            if self._listing:
+                self._tombstones[("job", namespace, name)] = version_of(obj)
+            run = view.drop_job(name)
+        else:
+            run = view.put_job(obj)
+        if run is not None:
+            self.mark_run(namespace, run)
+
+    def on_limit(self, event_type: str | None, obj: dict[str, Any]) -> None:
+        namespace, name, uid = self._key(obj)
+        view = self.view(namespace)
+        if event_type == "DELETED":
+            if self._listing:
+                self._tombstones[("limit", namespace, name)] = version_of(obj)
+            current = view.limits.get(name)
+            if current is None or current.uid != uid:
+                return
+            view.drop_limit(name)
+            self._rematch(view)
+            return
+        changed, matching = view.put_limit(obj)
+        if matching:
+            self._rematch(view)
+        elif changed:
+            self.mark_limit(namespace, name)
+        self._limits_changed.add((namespace, name))
+
+    def _rematch(self, view: NamespaceView) -> None:
+        """A limit appeared, vanished or matches differently: every share may differ (rare; O(namespace))."""
+        view.rematch()
+        view.reset_limit_indexes()
+        self._mark_all(view)
+        self._limits_changed.update((view.name, n) for n in view.limits)
+
+    # -------------------------------------------------------------------------------- lifecycle
+
+    async def seed(self) -> None:
+        """Read every run, Job and limit before the first admission, so a restart never over-admits."""
+        await self.resync()
+        self._ready = True
+        for view in self.views.values():
+            self._mark_all(view)
+        log.info(
+            "view rebuilt: %d active and %d finished flow runs, %d jobs, %d concurrency limits",
+            sum(len(v.runs) for v in self.views.values()),
+            sum(len(v.finished) for v in self.views.values()),
+            sum(len(v.jobs) for v in self.views.values()),
+            sum(len(v.limits) for v in self.views.values()),
+        )
+
+    async def resync(self) -> None:
+        """A fresh list replaces the view: objects it lacks are dropped unless newer than the list, and a
+        deletion seen while the list was in flight is not undone by it."""
+        self._listing = True
+        self._tombstones = {}
+        try:
+            listing = await self.kube.list_objects(self.namespaces)
+        finally:
+            self._listing = False
+        tombstones, self._tombstones = self._tombstones, {}
+        self._replace(listing, tombstones)
+
+    def _replace(self, listing: Listing, tombstones: dict[tuple[str, str, str], int]) -> None:
+        listed_rv = listing.resource_version
+
+        def buried(kind: str, obj: dict[str, Any]) -> bool:
+            namespace, name, _ = self._key(obj)
+            dead = tombstones.get((kind, namespace, name))
+            return dead is not None and version_of(obj) <= dead
+
+        present: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+        for obj in listing.concurrencylimits:
+            namespace, name, _ = self._key(obj)
+            present[namespace]["limit"].add(name)
+            if not buried("limit", obj):
+                obj.setdefault("kind", "ConcurrencyLimit")
+                self.on_limit(None, obj)
+        for obj in listing.jobs:
+            namespace, name, _ = self._key(obj)
+            present[namespace]["job"].add(name)
+            if not buried("job", obj):
+                self.on_job(None, obj)
+        for obj in listing.flowruns:
+            namespace, name, _ = self._key(obj)
+            present[namespace]["run"].add(name)
+            if not buried("run", obj):
+                obj.setdefault("kind", "FlowRun")
+                self.on_run(None, obj)
+        for namespace, view in self.views.items():
+            seen = present.get(namespace, {})
+            for name in [
+                n
+                for n, lim in view.limits.items()
+                if n not in seen.get("limit", ()) and lim.resource_version <= listed_rv
+            ]:
+                view.drop_limit(name)
+                self._rematch(view)
+            for name in [
+                n for n, j in view.jobs.items() if n not in seen.get("job", ()) and _rv(j.resource_version) <= listed_rv
+            ]:
+                run = view.drop_job(name)
+                if run is not None:
+                    self.mark_run(namespace, run)
+            gone = [n for n, r in view.runs.items() if n not in seen.get("run", ()) and r.resource_version <= listed_rv]
+            gone += [
+                n for n, f in view.finished.items() if n not in seen.get("run", ()) and f.resource_version <= listed_rv
+            ]
+            for name in gone:
+                view.drop_run(name)
+                self.mark_run(namespace, name)
+
+    def start(self) -> None:
+        self._wakeup = asyncio.Event()
+        self._last_progress = self._loop_time()
+        self._writer = StatusWriter(self._write_status, self._write_done)
+        self._tasks = [
+            asyncio.create_task(self._worker(), name="flowrun-engine"),
+            asyncio.create_task(self._housekeeping(), name="flowrun-housekeeping"),
+            asyncio.create_task(self._resync_loop(), name="flowrun-resync"),
+        ]
+        if any(self._dirty_runs.values()) or any(self._dirty_limits.values()):
+            self._wakeup.set()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for _, handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        if self._writer is not None:
+            await self._writer.close(grace=5.0)
+        for task in list(self._background):
+            task.cancel()
+
+    def idle(self) -> bool:
+        """Nothing queued, nothing being written, no timer due now."""
+        now = self._loop_time()
+        return (
+            not any(self._dirty_runs.values())
+            and not any(self._dirty_limits.values())
+            and not any(self._refresh.values())
+            and not self._delayed
+            and (self._writer is None or self._writer.pending() == 0)
+            and not self._background
+            and all(at > now for at, _ in self._timers.values())
+        )
+
+    def stalled(self, seconds: float) -> bool:
+        """Work is queued but nothing has been processed for `seconds` (for the liveness probe)."""
+        if self._marked_at is None:
+            return False
+        return self._loop_time() - max(self._last_progress, self._marked_at) > seconds
+
+    # ----------------------------------------------------------------------------------- worker
+
+    async def _worker(self) -> None:
+        assert self._wakeup is not None
+        while True:
+            await self._wakeup.wait()
+            await asyncio.sleep(BATCH_SECONDS)
+            self._wakeup.clear()
+            if not self._ready:
+                continue
+            self._marked_at = None
+            namespaces = sorted(set(self._dirty_runs) | set(self._dirty_limits) | set(self._refresh))
+            for namespace in namespaces:
+                runs = self._dirty_runs.pop(namespace, set())
+                limits = self._dirty_limits.pop(namespace, set())
+                refresh = self._refresh.pop(namespace, set())
+                if not (runs or limits or refresh):
+                    continue
+                started = self._loop_time()
+                try:
+                    await self._round(namespace, runs, limits, refresh)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    self.errors += 1
+                    log.exception("engine round for namespace %s failed; retrying its keys", namespace)
+                    delay = self._backoff.next_delay(("round", namespace))
+                    for run in runs:
+                        self._mark_later(namespace, run, delay)
+                    for limit in limits:
+                        self._dirty_limits[namespace].add(limit)
+                else:
+                    self._backoff.reset(("round", namespace))
+                self.rounds += 1
+                metrics.ROUND_SECONDS.observe(self._loop_time() - started)
+                metrics.KEYS_PROCESSED.labels("run").inc(len(runs) + len(refresh))
+                metrics.KEYS_PROCESSED.labels("limit").inc(len(limits))
+                self._last_progress = self._loop_time()
+
+    async def _round(self, namespace: str, runs: set[str], limits: set[str], refresh: set[str]) -> None:
+        view = self.view(namespace)
+        now = self.clock.now()
+        loop_now = self._loop_time()
+        holds_out = self._holds[namespace]
+        for run in [r for r, h in holds_out.items() if h.until <= loop_now]:
+            del holds_out[run]
+            runs.add(run)
+        extra = Actions()
+        for run in runs:
+            done = view.finished.get(run)
+            if done is None:
+                continue
+            # A finished run: its TTL, and Jobs left running by a crash between its final write and their delete.
+            for job in view.jobs_of(run):
+                if job.owner_uid == done.uid and job.unfinished and not job.deleting:
+                    extra.delete_jobs.append((run, job.name))
+            if done.ttl_seconds is not None and done.completion is not None:
+                expires = done.completion + timedelta(seconds=done.ttl_seconds)
+                if now >= expires:
+                    extra.delete_runs.append((run, done.uid))
+                else:
+                    extra.wake[run] = expires
+        decision = Round(view, now, holds_out, self._rejected[namespace])
+        actions = decision.run(runs, limits, refresh)
+        for run in decision.failed:
+            self._mark_later(namespace, run, self._backoff.next_delay(("run", namespace, run)))
+        actions.delete_jobs += extra.delete_jobs
+        actions.delete_runs += extra.delete_runs
+        actions.wake.update(extra.wake)
+        await self._act(namespace, view, actions)
+
+    # -------------------------------------------------------------------------------------- act
+
+    async def _act(self, namespace: str, view: NamespaceView, actions: Actions) -> None:
+        # Freed work goes first: its slots return only once its Jobs are gone (see view.holds).
+        if actions.delete_jobs:
+            await asyncio.gather(*(self._delete_job(namespace, run, job) for run, job in actions.delete_jobs))
+        failed: set[str] = set()
+        if actions.create_jobs:
+            results = await asyncio.gather(
+                *(self._create_job(namespace, view, snapshot, job) for snapshot, job in actions.create_jobs)
+            )
+            failed = {snapshot.name for (snapshot, _), ok in zip(actions.create_jobs, results, strict=True) if not ok}
+        for change in actions.statuses:
+            if change.run in failed:
+                continue  # its Job does not exist: the status planned with it must not be written
+            self._submit_status(namespace, view, change.run, change.status, change.events, change.urgent)
+        for run, uid in actions.delete_runs:
+            self._spawn(self._delete_run(namespace, run, uid))
+        for run, when in actions.wake.items():
+            delay = (when - self.clock.now()).total_seconds() + 0.05
+            self._mark_later(namespace, run, max(0.0, delay))
+        for run in actions.retire:
+            done = view.retire(run)
+            if done is not None and done.ttl_seconds is not None and done.completion is not None:
+                expires = done.completion + timedelta(seconds=done.ttl_seconds)
+                self._mark_later(namespace, run, max(0.0, (expires - self.clock.now()).total_seconds() + 0.05))
+        for _run, created in actions.admitted:
+            metrics.ADMISSION_WAIT.observe(max(0.0, (self.clock.now() - created).total_seconds()))
+        for limit in actions.limits_touched:
+            self._limits_changed.add((namespace, limit))
+            self._lines_changed.add((namespace, limit))
+
+    async def _delete_job(self, namespace: str, run: str, job: str) -> None:
+        try:
+            await self.kube.delete_job(namespace, job)
+            metrics.JOBS_DELETED.inc()
+        except Exception as error:
+            kind, reason, message = describe_failure(error)
+            if kind is ErrorKind.NOT_FOUND:
+                return
+            log.warning("deleting job %s/%s failed (%s): %s", namespace, job, reason, message)
+            metrics.API_RETRIES.labels("delete", reason).inc()
+            self._mark_later(namespace, run, self._backoff.next_delay(("job", namespace, job)))
+
+    async def _create_job(self, namespace: str, view: NamespaceView, run: RunSnapshot, job: JobToCreate) -> bool:
+        body = build_job(run, job.unit, job.attempt, job.name)
+        try:
+            try:
+                created = await self.kube.create_job(namespace, body)
+            except Conflict:
+                existing = await self.kube.get_job(namespace, job.name)
+                if existing is None:
+                    raise TimeoutError(f"Job {job.name} exists and vanished again") from None
+                owners = [o.get("uid") for o in (existing.get("metadata") or {}).get("ownerReferences") or []]
+                if run.uid not in owners:
+                    self._rejected[namespace][run.name] = f"Job name {job.name} is taken by an object of another owner"
+                    self.mark_run(namespace, run.name)
+                    return False
+                created = existing
+        except Exception as error:
+            kind, reason, message = describe_failure(error)
+            if kind in (ErrorKind.PERMANENT, ErrorKind.NOT_FOUND):
+                log.warning("job %s/%s rejected (%s): %s", namespace, job.name, reason, message)
+                self._rejected[namespace][run.name] = f"Job {job.name} was rejected: {message}"
+                self.mark_run(namespace, run.name)
+                return False
+            delay = self._backoff.next_delay(("run", namespace, run.name))
+            metrics.API_RETRIES.labels("create", reason).inc()
+            log.warning(
+                "creating job %s/%s failed (%s), retrying in %.1fs: %s", namespace, job.name, reason, delay, message
+            )
+            if reason == "QuotaExceeded":
+                # Out of line until the backoff ends, visible as Pending with the API server's message.
+                until = self._loop_time() + delay
+                self._holds[namespace][run.name] = Hold(reason, f"Job {job.name} refused: {message}; retrying", until)
+                self.mark_run(namespace, run.name)
+            self._mark_later(namespace, run.name, delay)
+            return False
+        self._backoff.reset(("run", namespace, run.name))
+        view.put_job(created)
+        self.jobs_created += 1
+        metrics.JOBS_CREATED.inc()
+        return True
+
+    async def _delete_run(self, namespace: str, run: str, uid: str) -> None:
+        try:
+            await self.kube.delete_object(FLOWRUN_PLURAL, namespace, run)
+        except Exception as error:
+            kind, reason, message = describe_failure(error)
+            if kind is not ErrorKind.NOT_FOUND:
+                log.warning("deleting flowrun %s/%s failed (%s): %s", namespace, run, reason, message)
+                self._mark_later(namespace, run, self._backoff.next_delay(("delete", namespace, run)))
+
+    # ----------------------------------------------------------------------------- status writes
+
+    def _submit_status(
+        self,
+        namespace: str,
+        view: NamespaceView,
+        run: str,
+        status: dict[str, Any],
+        events: list[Any],
+        urgent: bool,
+    ) -> None:
+        record = view.assume_status(run, status)
+        if record is None:
+            return
+        key = (namespace, run)
+        write = Write({**CLEARED_STATUS, **status}, status, list(events), urgent)
+        earlier = self._delayed.pop(key, None)
+        if earlier is not None:
+            write.events = earlier.events + write.events
+        if status.get("phase") == "Submitted" and urgent:
+            self._delayed[key] = write
+            asyncio.get_running_loop().call_later(SUBMITTED_WRITE_DELAY, self._release_delayed, key, write)
+            return
+        assert self._writer is not None
+        self._writer.submit((FLOWRUN_PLURAL, namespace, run), write)
+
+    def _release_delayed(self, key: tuple[str, str], write: Write) -> None:
+        if self._delayed.get(key) is write and self._writer is not None:
+            del self._delayed[key]
+            self._writer.submit((FLOWRUN_PLURAL, *key), write)
+
+    async def _write_status(self, key: Key, patch: dict[str, Any]) -> dict[str, Any]:
+        plural, namespace, name = key
+        stored: dict[str, Any] = await self.kube.patch_status(plural, namespace, name, patch)
+        return stored
+
+    def _write_done(self, key: Key, write: Write, stored: dict[str, Any] | None, error: BaseException | None) -> None:
+        plural, namespace, name = key
+        view = self.view(namespace)
+        if plural == LIMIT_PLURAL:
+            if error is not None:
+                kind, reason, message = describe_failure(error)
+                if kind is not ErrorKind.NOT_FOUND:
+                    log.warning(
+                        "status write for concurrencylimit %s/%s failed (%s): %s", namespace, name, reason, message
+                    )
+                    self._limits_changed.add((namespace, name))
+            elif stored is not None:
+                stored.setdefault("kind", "ConcurrencyLimit")
+                view.put_limit(stored)
+                self._post_events(stored, write.events)
+            return
+        if error is None:
+            self._backoff.reset(key)
+            view.settle_status(name, write.status, stored)
+            if stored is not None:
+                stored.setdefault("kind", "FlowRun")
+                self._post_events(stored, write.events)
+            if write.status.get("phase") in ("Succeeded", "Failed", "Cancelled"):
+                self.mark_run(namespace, name)  # to retire it once its work is gone
+            return
+        view.settle_status(name, write.status, None)
+        kind, reason, message = describe_failure(error)
+        if kind is ErrorKind.NOT_FOUND:
+            return
+        delay = self._backoff.next_delay(key)
+        metrics.API_RETRIES.labels("patch", reason).inc()
+        log.warning(
+            "status write for flowrun %s/%s failed (%s), re-planning in %.1fs: %s",
+            namespace,
+            name,
+            reason,
+            delay,
+            message,
+        )
+        self._mark_later(namespace, name, delay)
+
+    def _post_events(self, obj: dict[str, Any], events: list[Any]) -> None:
+        for event in events:
+            self._spawn(self.kube.post_event(obj, event.type, event.reason, event.message))
+
+    # ------------------------------------------------------------------------------ housekeeping
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_SECONDS)
+            try:
+                self._flush_limit_statuses()
+                self._plan_refreshes()
+                self._export_gauges()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("housekeeping failed")
+
+    async def _resync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(RESYNC_SECONDS)
+            try:
+                await self.resync()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("periodic re-list failed: %s", error)
+
+    def _flush_limit_statuses(self) -> None:
+        changed, self._limits_changed = self._limits_changed, set()
+        now = self.clock.now()
+        for namespace, name in sorted(changed):
+            limit = self.view(namespace).limits.get(name)
+            if limit is None:
+                continue
+            status = ConcurrencyLimitStatus(
+                in_use=len(limit.holders),
+                pending=len(limit.waiting),
+                active=sorted(limit.holders)[:100],
+                conditions=list(limit.status.conditions),
+                observed_generation=limit.generation,
+            )
+            events: list[RunEvent] = []
+            if limit.spec is None:
+                ready = Condition(
+                    type="Ready",
+                    status=ConditionStatus.FALSE,
+                    reason="InvalidSpec",
+                    message=limit.spec_error or "invalid spec",
+                    observed_generation=limit.generation,
+                )
+                before = limit.status.condition("Ready")
+                if before is None or before.reason != "InvalidSpec":
+                    events.append(RunEvent("Warning", "InvalidSpec", limit.spec_error or "invalid spec"))
+            else:
+                over = status.in_use > limit.spec.limit
+                ready = Condition(
+                    type="Ready",
+                    status=ConditionStatus.TRUE,
+                    reason="OverLimit" if over else "Enforced",
+                    message=(
+                        f"{status.in_use}/{limit.spec.limit} in use"
+                        + (" (limit lowered below usage; no new admissions until runs finish)" if over else "")
+                        + f", {status.pending} pending"
+                    ),
+                    observed_generation=limit.generation,
+                )
+            status.conditions = set_condition(status.conditions, ready, now)
+            desired = status.to_api()
+            if desired != limit.status.to_api() and self._writer is not None:
+                self._writer.submit((LIMIT_PLURAL, namespace, name), Write(desired, desired, events, urgent=False))
+
+    def _plan_refreshes(self) -> None:
+        """Rewrite the place in line of waiting runs whose written position is stale: one walk of each line
+        that changed (positions come from the line's order), front of the line first, within a budget."""
+        changed, self._lines_changed = self._lines_changed, set()
+        candidates: list[tuple[int, str, str]] = []
+        for namespace, name in changed:
+            view = self.view(namespace)
+            limit = view.limits.get(name)
+            if limit is None:
+                continue
+            for position, entry in enumerate(limit.waiting, start=1):
+                run = entry[2].split("/", 1)[0]
+                record = view.runs.get(run)
+                if record is None:
+                    continue
+                written = _written_position(record.snapshot.status, name, entry[2])
+                if written is None or written == position:
+                    continue
+                if position <= FRONT_OF_LINE or position * 2 <= written:
+                    candidates.append((position, namespace, run))
+        budget = REFRESHES_PER_SECOND
+        seen: set[tuple[str, str]] = set()
+        for _, namespace, run in sorted(candidates):
+            if budget <= 0:
+                # Still stale: look again next time.
+                self._lines_changed.update(changed)
+                break
+            if (namespace, run) in seen:
+                continue
+            seen.add((namespace, run))
+            self._refresh[namespace].add(run)
+            budget -= 1
+        if seen:
+            self._signal()
+
+    def _export_gauges(self) -> None:
+        for namespace, view in self.views.items():
+            for phase, count in view.phase_counts.items():
+                metrics.RUNS.labels(namespace, phase).set(count)
+            for name, limit in view.limits.items():
+                metrics.QUEUE_DEPTH.labels(namespace, name).set(len(limit.waiting))
+                metrics.LIMIT_IN_USE.labels(namespace, name).set(len(limit.holders))
+                metrics.LIMIT_CAPACITY.labels(namespace, name).set(limit.capacity or 0)
+        metrics.PENDING_KEYS.set(sum(len(s) for s in self._dirty_runs.values()))
+
+    # ------------------------------------------------------------------------------------ timers
+
+    def _mark_later(self, namespace: str, run: str, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        at = loop.time() + delay
+        key = (namespace, run)
+        current = self._timers.get(key)
+        if current is not None:
+            if current[0] <= at and not current[1].cancelled():
+                return
+            current[1].cancel()
+        self._timers[key] = (at, loop.call_at(at, self._fire, key))
+
+    def _fire(self, key: tuple[str, str]) -> None:
+        self._timers.pop(key, None)
+        self.mark_run(*key)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def _rv(value: str) -> int:
+    return int(value) if value.isdigit() else 0
+
+
+def _written_position(status: FlowRunStatus, limit: str, key: str) -> int | None:
+    if "/" not in key:
+        return next((w.position for w in status.waiting_for if w.name == limit), None)
+    task = key.split("/", 1)[1]
+    for task_run in status.task_runs:
+        if task_run.name == task:
+            return next((w.position for w in task_run.waiting_for if w.name == limit), None)
+    return None

@@ -1,0 +1,496 @@
+"""The engine's view: slim projections of FlowRuns, Jobs and ConcurrencyLimits, and the queues per limit.
+
+Only what decisions need is kept: a run's parsed spec and status (never the raw object, managedFields or
+anything the API server adds), a Job's summary, a limit's spec and status. A finished run shrinks to a
+small record (for its TTL and a rerun request) and is never visited by admission again.
+
+Each limit keeps its waiting line as a sorted list (priority desc, creation time, name) and its holders as
+a set. Both are derived: holders from live Jobs (plus a DAG run admitted between two task Jobs), waiting
+entries from each run's latest evaluation. `decide` recomputes a run's share and hands it to `set_share`,
+which applies the difference; nothing here is counted up or down by hand.
+
+Versions: an object's record is replaced only by a newer resourceVersion, and a re-list *replaces* the
+view (objects missing from it are dropped unless newer than the list, deletions seen during the list are
+not resurrected).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+from sortedcontainers import SortedList
+
+from flowrun_operator.api.common import RERUN_ANNOTATION, parse_time
+from flowrun_operator.api.concurrencylimit import ConcurrencyLimitSpec, ConcurrencyLimitStatus
+from flowrun_operator.api.flowrun import FlowRunPhase, FlowRunSpec, FlowRunStatus, is_terminal
+from flowrun_operator.scheduling.jobs import JobInfo, job_info_from
+from flowrun_operator.scheduling.runstate import RunSnapshot
+
+# A place in a limit's line: (-priority, creation time as a timestamp, key). Keys are run names for label
+# limits and `<run>/<task>` for tag limits.
+QueueEntry = tuple[int, float, str]
+
+
+def version_of(obj: dict[str, Any]) -> int:
+    value = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+    return int(value) if value.isdigit() else 0
+
+
+def _errors(error: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
+
+
+def parse_status(raw: dict[str, Any]) -> FlowRunStatus:
+    try:
+        return FlowRunStatus.model_validate(raw)
+    except ValidationError:
+        return FlowRunStatus()  # unreadable status: rebuilt from the Jobs
+
+
+def parse_spec(raw: dict[str, Any]) -> tuple[FlowRunSpec | None, str | None]:
+    try:
+        return FlowRunSpec.model_validate(raw), None
+    except ValidationError as exc:
+        return None, "invalid spec: " + _errors(exc)
+
+
+@dataclass(slots=True)
+class RunRecord:
+    """An unfinished FlowRun (or a finished one whose work is not gone yet)."""
+
+    snapshot: RunSnapshot  # its status is the effective one: a status being written, else the stored one
+    resource_version: int
+    stored_status: dict[str, Any]  # as the API server last returned it
+    assumed_status: dict[str, Any] | None = None  # written by the operator, not confirmed yet
+    label_limits: tuple[str, ...] = ()
+    annotations_rerun: int = 0
+    dag_admitted: bool = False  # a run with tasks holds its label slots from admission until it finishes
+
+    @property
+    def name(self) -> str:
+        return self.snapshot.name
+
+    @property
+    def uid(self) -> str:
+        return self.snapshot.uid
+
+    @property
+    def finished(self) -> bool:
+        phase = self.snapshot.status.phase
+        return phase is not None and is_terminal(phase)
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedRun:
+    """What is kept of a finished run: enough for its TTL, a rerun request and the phase counts."""
+
+    name: str
+    uid: str
+    resource_version: int
+    generation: int
+    phase: str
+    completion: datetime | None
+    ttl_seconds: int | None
+    reruns: int
+
+
+@dataclass(slots=True)
+class LimitRecord:
+    name: str
+    uid: str
+    generation: int
+    resource_version: int
+    spec: ConcurrencyLimitSpec | None
+    spec_error: str | None
+    status: ConcurrencyLimitStatus
+    waiting: SortedList = field(default_factory=SortedList)
+    holders: set[str] = field(default_factory=set)
+
+    @property
+    def capacity(self) -> int | None:
+        return self.spec.limit if self.spec is not None else None
+
+    @property
+    def room(self) -> int:
+        return 0 if self.spec is None else self.spec.limit - len(self.holders)
+
+    @property
+    def by_tag(self) -> bool:
+        return self.spec is not None and self.spec.tag is not None
+
+    def position(self, entry: QueueEntry) -> int:
+        return int(self.waiting.index(entry)) + 1
+
+
+def limit_record(obj: dict[str, Any]) -> LimitRecord:
+    meta = obj.get("metadata") or {}
+    spec: ConcurrencyLimitSpec | None = None
+    error: str | None = None
+    try:
+        spec = ConcurrencyLimitSpec.model_validate(obj.get("spec") or {})
+        problems = spec.validation_errors()
+        if problems:
+            spec, error = None, "; ".join(problems)
+    except ValidationError as exc:
+        error = "invalid spec: " + _errors(exc)
+    try:
+        status = ConcurrencyLimitStatus.model_validate(obj.get("status") or {})
+    except ValidationError:
+        status = ConcurrencyLimitStatus()
+    return LimitRecord(
+        name=str(meta.get("name", "")),
+        uid=str(meta.get("uid", "")),
+        generation=int(meta.get("generation") or 0),
+        resource_version=version_of(obj),
+        spec=spec,
+        spec_error=error,
+        status=status,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """What a run takes from the limits: the slots it holds and its places in lines."""
+
+    held: frozenset[tuple[str, str]] = frozenset()  # (limit, holder key)
+    waiting: frozenset[tuple[str, QueueEntry]] = frozenset()  # (limit, entry)
+
+
+EMPTY_SHARE = Share()
+
+
+def holds(job: JobInfo) -> bool:
+    """A Job holds its slots while its pods may still run: until it finishes, or, once deleted, until it is
+    gone (foreground deletion keeps it while its pods terminate)."""
+    return job.unfinished or job.deleting
+
+
+class NamespaceView:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.runs: dict[str, RunRecord] = {}
+        self.finished: dict[str, FinishedRun] = {}
+        self.jobs: dict[str, JobInfo] = {}
+        self.jobs_by_run: dict[str, dict[str, JobInfo]] = defaultdict(dict)
+        self.limits: dict[str, LimitRecord] = {}
+        self.shares: dict[str, Share] = {}
+        self.phase_counts: dict[str, int] = defaultdict(int)
+
+    # ---------------------------------------------------------------------------------------- runs
+
+    def run_phase(self, name: str) -> str | None:
+        if (record := self.runs.get(name)) is not None:
+            return str(record.snapshot.status.phase) if record.snapshot.status.phase else None
+        if (done := self.finished.get(name)) is not None:
+            return done.phase
+        return None
+
+    def _count(self, before: str | None, after: str | None) -> None:
+        if before == after:
+            return
+        if before is not None:
+            self.phase_counts[before] -= 1
+        if after is not None:
+            self.phase_counts[after] += 1
+
+    def put_run(self, obj: dict[str, Any]) -> bool:
+        """Record a FlowRun from a watch event, a list or a write response; True when decisions may change."""
+        meta = obj.get("metadata") or {}
+        name, uid = str(meta.get("name", "")), str(meta.get("uid", ""))
+        version = version_of(obj)
+        current = self.runs.get(name)
+        done = self.finished.get(name)
+        same_uid = (current is not None and current.uid == uid) or (done is not None and done.uid == uid)
+        if same_uid:
+            known = current.resource_version if current is not None else done.resource_version  # type: ignore[union-attr]
+            if version and known and version < known:
+                return False
+        elif current is not None or done is not None:
+            self.drop_run(name)  # a new object under a reused name
+        raw_status = obj.get("status") or {}
+        annotations = meta.get("annotations") or {}
+        try:
+            rerun = int(annotations.get(RERUN_ANNOTATION) or 0)
+        except ValueError:
+            rerun = 0
+        before_phase = self.run_phase(name)
+        if done is not None and same_uid:
+            # A finished run comes back to the hot path only when a rerun is asked for.
+            if rerun <= done.reruns and raw_status.get("phase") == done.phase:
+                self.finished[name] = FinishedRun(
+                    name,
+                    uid,
+                    version,
+                    int(meta.get("generation") or 0),
+                    done.phase,
+                    done.completion,
+                    _ttl(obj),
+                    done.reruns,
+                )
+                return False
+            del self.finished[name]
+            current = None
+        generation = int(meta.get("generation") or 0)
+        if current is not None and current.snapshot.generation == generation:
+            spec, spec_error = current.snapshot.spec, current.snapshot.spec_error
+        else:
+            spec, spec_error = parse_spec(obj.get("spec") or {})
+        assumed = current.assumed_status if current is not None else None
+        if assumed is not None and raw_status == assumed:
+            assumed = None  # our write has landed
+        labels = dict(meta.get("labels") or {})
+        created = meta.get("creationTimestamp")
+        if (
+            current is not None
+            and current.snapshot.generation == generation
+            and current.snapshot.labels == labels
+            and current.annotations_rerun == rerun
+            and (assumed if assumed is not None else raw_status)
+            == (current.assumed_status if current.assumed_status is not None else current.stored_status)
+        ):
+            # Nothing a decision reads has changed (typically the echo of the operator's own write).
+            current.resource_version = version or current.resource_version
+            current.stored_status = raw_status
+            current.assumed_status = assumed
+            return False
+        status = parse_status(assumed if assumed is not None else raw_status)
+        snapshot = RunSnapshot(
+            name=name,
+            namespace=self.name,
+            uid=uid,
+            generation=generation,
+            created=parse_time(created) if created else datetime.now(UTC),
+            labels=labels,
+            spec=spec,
+            status=status,
+            spec_error=spec_error,
+            rerun_requested=rerun,
+        )
+        record = RunRecord(
+            snapshot=snapshot,
+            resource_version=version,
+            stored_status=raw_status,
+            assumed_status=assumed,
+            label_limits=current.label_limits if current is not None and current.snapshot.labels == labels else (),
+            annotations_rerun=rerun,
+            dag_admitted=current.dag_admitted if current is not None else False,
+        )
+        if current is None or current.snapshot.labels != labels:
+            record.label_limits = self.match_labels(labels)
+        self.runs[name] = record
+        self._count(before_phase, self.run_phase(name))
+        return True
+
+    def drop_run(self, name: str) -> None:
+        self._count(self.run_phase(name), None)
+        self.runs.pop(name, None)
+        self.finished.pop(name, None)
+
+    def assume_status(self, name: str, status: dict[str, Any]) -> RunRecord | None:
+        """A status the operator is writing: decisions see it at once, before the API server confirms it."""
+        record = self.runs.get(name)
+        if record is None:
+            return None
+        before = self.run_phase(name)
+        record.assumed_status = status
+        record.snapshot = _with_status(record.snapshot, parse_status(status))
+        self._count(before, self.run_phase(name))
+        return record
+
+    def settle_status(self, name: str, written: dict[str, Any], stored: dict[str, Any] | None) -> None:
+        """A status write ended: stored is the object the API server returned (None: the write failed, so
+        the stored status is the truth again and no phantom of the failed write stays in the view)."""
+        record = self.runs.get(name)
+        if record is None or record.assumed_status is not written:
+            if stored is not None:
+                self.put_run(stored)
+            return
+        before = self.run_phase(name)
+        record.assumed_status = None
+        if stored is not None and version_of(stored) >= record.resource_version:
+            record.resource_version = version_of(stored)
+            record.stored_status = stored.get("status") or {}
+        record.snapshot = _with_status(record.snapshot, parse_status(record.stored_status))
+        self._count(before, self.run_phase(name))
+
+    def retire(self, name: str) -> FinishedRun | None:
+        """Move a finished run whose status is stored and whose work is gone out of the hot path."""
+        record = self.runs.get(name)
+        if record is None or record.assumed_status is not None or not record.finished:
+            return None
+        status = record.snapshot.status
+        spec = record.snapshot.spec
+        done = FinishedRun(
+            name=name,
+            uid=record.uid,
+            resource_version=record.resource_version,
+            generation=record.snapshot.generation,
+            phase=str(status.phase),
+            completion=status.completion_time,
+            ttl_seconds=spec.ttl_seconds_after_finished if spec is not None else None,
+            reruns=max(status.reruns or 0, record.annotations_rerun),
+        )
+        del self.runs[name]
+        self.finished[name] = done
+        return done
+
+    # ---------------------------------------------------------------------------------------- jobs
+
+    def put_job(self, obj: dict[str, Any]) -> str | None:
+        """Record a Job; returns the name of the run it belongs to when something changed."""
+        info = job_info_from(obj)
+        if info is None:
+            return None
+        current = self.jobs.get(info.name)
+        if (
+            current is not None
+            and current.resource_version.isdigit()
+            and info.resource_version.isdigit()
+            and int(info.resource_version) < int(current.resource_version)
+        ):
+            return None
+        if current is not None and current.run != info.run:
+            self.jobs_by_run[current.run].pop(info.name, None)
+        self.jobs[info.name] = info
+        self.jobs_by_run[info.run][info.name] = info
+        return info.run
+
+    def drop_job(self, name: str) -> str | None:
+        info = self.jobs.pop(name, None)
+        if info is None:
+            return None
+        by_run = self.jobs_by_run.get(info.run)
+        if by_run is not None:
+            by_run.pop(name, None)
+            if not by_run:
+                del self.jobs_by_run[info.run]
+        return info.run
+
+    def jobs_of(self, run: str) -> list[JobInfo]:
+        return list(self.jobs_by_run.get(run, {}).values())
+
+    # -------------------------------------------------------------------------------------- limits
+
+    def put_limit(self, obj: dict[str, Any]) -> tuple[bool, bool]:
+        """Record a limit; returns (changed, matching changed: its selector or tag is new)."""
+        incoming = limit_record(obj)
+        current = self.limits.get(incoming.name)
+        if current is not None and current.uid == incoming.uid:
+            if incoming.resource_version and incoming.resource_version < current.resource_version:
+                return False, False
+            matching = _matching(current.spec) != _matching(incoming.spec)
+            changed = current.generation != incoming.generation or matching or current.spec_error != incoming.spec_error
+            current.generation, current.resource_version = incoming.generation, incoming.resource_version
+            current.spec, current.spec_error, current.status = incoming.spec, incoming.spec_error, incoming.status
+            return changed, matching
+        if current is not None:
+            self.drop_limit(current.name)
+        self.limits[incoming.name] = incoming
+        return True, True
+
+    def drop_limit(self, name: str) -> LimitRecord | None:
+        return self.limits.pop(name, None)
+
+    def label_limit_names(self) -> list[str]:
+        return [n for n, lim in self.limits.items() if lim.spec is not None and lim.spec.selector is not None]
+
+    def match_labels(self, labels: dict[str, str] | Any) -> tuple[str, ...]:
+        return tuple(
+            sorted(
+                n
+                for n, lim in self.limits.items()
+                if lim.spec is not None and lim.spec.selector is not None and lim.spec.matches_run(labels)
+            )
+        )
+
+    def match_tags(self, tags: Iterable[str]) -> tuple[str, ...]:
+        wanted = list(tags)
+        if not wanted:
+            return ()
+        return tuple(
+            sorted(n for n, lim in self.limits.items() if lim.spec is not None and lim.spec.matches_task(wanted))
+        )
+
+    def rematch(self) -> None:
+        """A limit's selector or tag changed: recompute which label limits each run matches."""
+        for record in self.runs.values():
+            record.label_limits = self.match_labels(record.snapshot.labels)
+
+    # -------------------------------------------------------------------------------------- shares
+
+    def set_share(self, run: str, share: Share) -> set[str]:
+        """Apply a run's new share to the limits' holders and lines; returns limits where a slot freed
+        or the line changed (their heads may be admitted now)."""
+        old = self.shares.get(run, EMPTY_SHARE)
+        if old == share:
+            return set()
+        touched: set[str] = set()
+        for limit, key in old.held - share.held:
+            record = self.limits.get(limit)
+            if record is not None:
+                record.holders.discard(key)
+                touched.add(limit)
+        for limit, key in share.held - old.held:
+            record = self.limits.get(limit)
+            if record is not None:
+                record.holders.add(key)
+        for limit, entry in old.waiting - share.waiting:
+            record = self.limits.get(limit)
+            if record is not None:
+                record.waiting.discard(entry)
+                touched.add(limit)
+        for limit, entry in share.waiting - old.waiting:
+            record = self.limits.get(limit)
+            if record is not None:
+                record.waiting.add(entry)
+                touched.add(limit)
+        if share == EMPTY_SHARE:
+            self.shares.pop(run, None)
+        else:
+            self.shares[run] = share
+        return touched
+
+    def reset_limit_indexes(self) -> None:
+        """Empty every limit's holders and line and forget the shares (decide rebuilds them)."""
+        for record in self.limits.values():
+            record.holders.clear()
+            record.waiting.clear()
+        self.shares.clear()
+
+    def run_names(self) -> Iterator[str]:
+        yield from set(self.runs) | set(self.jobs_by_run)
+
+
+def _matching(spec: ConcurrencyLimitSpec | None) -> Any:
+    if spec is None:
+        return None
+    return (spec.tag, spec.selector.model_dump() if spec.selector is not None else None)
+
+
+def _ttl(obj: dict[str, Any]) -> int | None:
+    value = (obj.get("spec") or {}).get("ttlSecondsAfterFinished")
+    return int(value) if isinstance(value, int) else None
+
+
+def _with_status(snapshot: RunSnapshot, status: FlowRunStatus) -> RunSnapshot:
+    return RunSnapshot(
+        name=snapshot.name,
+        namespace=snapshot.namespace,
+        uid=snapshot.uid,
+        generation=snapshot.generation,
+        created=snapshot.created,
+        labels=snapshot.labels,
+        spec=snapshot.spec,
+        status=status,
+        spec_error=snapshot.spec_error,
+        rerun_requested=snapshot.rerun_requested,
+    )
+
+
+def terminal_phase(phase: str | None) -> bool:
+    return phase is not None and phase in {p.value for p in FlowRunPhase} and is_terminal(FlowRunPhase(phase))

@@ -1,0 +1,269 @@
+"""The engine against a small in-memory API: admission order, slots held until work is gone, and recovery
+from failed calls without any other event arriving."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+import flowrun_operator.engine as engine_module
+from flowrun_operator.engine import Engine
+from flowrun_operator.kube.client import Listing
+
+from support.fakekube import FakeKube, flowrun, limit
+
+
+def scenario(test: Callable[[], Awaitable[None]]) -> Callable[[], None]:
+    @functools.wraps(test)
+    def run() -> None:
+        asyncio.run(asyncio.wait_for(test(), 30))
+
+    return run
+
+
+@pytest.fixture(autouse=True)
+def _fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine_module, "SUBMITTED_WRITE_DELAY", 0.0)
+    monkeypatch.setattr(engine_module, "HOUSEKEEPING_SECONDS", 0.05)
+    monkeypatch.setattr("flowrun_operator.engine.act.BACKOFF_BASE_SECONDS", 0.05)
+
+
+async def settle(engine: Engine, kube: FakeKube, timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    quiet = 0
+    while loop.time() < deadline:
+        kube.deliver(engine)
+        await asyncio.sleep(0.03)
+        if not kube.watch and engine.idle():
+            quiet += 1
+            if quiet >= 3:
+                return
+        else:
+            quiet = 0
+    raise AssertionError("engine did not settle")
+
+
+async def until(condition: Callable[[], bool], engine: Engine, kube: FakeKube, timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        kube.deliver(engine)
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not reached")
+
+
+async def started(kube: FakeKube) -> Engine:
+    engine = Engine(kube)
+    await engine.seed()
+    engine.start()
+    return engine
+
+
+def status(kube: FakeKube, name: str) -> dict[str, Any]:
+    return dict(kube.objects[("run", "ns", name)].get("status") or {})
+
+
+def job_names(kube: FakeKube) -> list[str]:
+    return [j["metadata"]["name"] for j in kube.jobs()]
+
+
+def jobs_of(kube: FakeKube, run: str) -> list[str]:
+    return [j["metadata"]["name"] for j in kube.jobs() if j["metadata"]["labels"]["flowrun.io/run"] == run]
+
+
+@scenario
+async def test_admits_in_order_and_refills_a_freed_slot() -> None:
+    kube = FakeKube()
+    kube.add("limit", limit("gpu", 1, {"team": "ml"}))
+    for name in ("a", "b", "c"):
+        kube.add("run", flowrun(name, {"team": "ml"}))
+    engine = await started(kube)
+    try:
+        await settle(engine, kube)
+        assert jobs_of(kube, "a") and not jobs_of(kube, "b") and not jobs_of(kube, "c")
+        assert status(kube, "b")["phase"] == "Pending"
+        assert [w["position"] for w in status(kube, "b")["waitingFor"]] == [1]
+        assert [w["position"] for w in status(kube, "c")["waitingFor"]] == [2]
+        kube.finish_job(jobs_of(kube, "a")[0])
+        await settle(engine, kube)
+        assert status(kube, "a")["phase"] == "Succeeded"
+        assert jobs_of(kube, "b") and not jobs_of(kube, "c")
+        assert kube.objects[("limit", "ns", "gpu")]["status"]["inUse"] == 1
+    finally:
+        await engine.stop()
+
+
+@scenario
+async def test_a_cancelled_run_holds_its_slot_until_its_job_is_gone() -> None:
+    kube = FakeKube()
+    kube.add("limit", limit("one", 1, {"q": "x"}))
+    kube.add("run", flowrun("a", {"q": "x"}))
+    engine = await started(kube)
+    try:
+        await settle(engine, kube)
+        kube.add("run", flowrun("b", {"q": "x"}))
+        await settle(engine, kube)
+        (a_job,) = jobs_of(kube, "a")
+        kube.start_job(a_job)
+        kube.update("run", "a", lambda r: r["spec"].__setitem__("cancel", True))
+        await settle(engine, kube)
+        assert status(kube, "a")["phase"] == "Cancelled"
+        assert ("delete", a_job) in kube.calls
+        # The Job is being deleted but its pods may still run: b must wait.
+        assert not jobs_of(kube, "b")
+        assert status(kube, "b")["phase"] == "Pending"
+        kube.remove("job", a_job)
+        await settle(engine, kube)
+        assert jobs_of(kube, "b")
+    finally:
+        await engine.stop()
+
+
+@scenario
+async def test_a_failed_job_create_is_retried_without_another_event() -> None:
+    kube = FakeKube()
+    kube.fail["create"] = [ApiException(status=500, reason="boom"), ApiException(status=429, reason="slow")]
+    kube.add("run", flowrun("a"))
+    engine = await started(kube)
+    try:
+        await until(lambda: bool(jobs_of(kube, "a")), engine, kube)
+        await settle(engine, kube)
+        assert status(kube, "a")["phase"] == "Submitted"
+        assert len(jobs_of(kube, "a")) == 1
+    finally:
+        await engine.stop()
+
+
+@scenario
+async def test_a_failed_status_write_leaves_no_phantom_and_events_follow_the_stored_write() -> None:
+    kube = FakeKube()
+    kube.add("run", flowrun("a"))
+    engine = await started(kube)
+    try:
+        await settle(engine, kube)
+        (job,) = jobs_of(kube, "a")
+        kube.fail["patch"] = [ApiException(status=503, reason="unavailable")]
+        kube.finish_job(job)
+        await until(lambda: status(kube, "a").get("phase") == "Succeeded", engine, kube)
+        await settle(engine, kube)
+        succeeded = [e for e in kube.events if e[0] == "a" and e[1] == "Succeeded"]
+        assert len(succeeded) == 1
+    finally:
+        await engine.stop()
+
+
+@scenario
+async def test_a_quota_refusal_waits_as_pending_and_then_runs() -> None:
+    kube = FakeKube()
+    quota = ApiException(status=403, reason="Forbidden")
+    quota.body = json.dumps(
+        {"message": 'jobs.batch "x" is forbidden: exceeded quota: q, requested: count/jobs.batch=1'}
+    )
+    kube.fail["create"] = [quota]
+    kube.add("run", flowrun("a"))
+    engine = await started(kube)
+    try:
+        await until(lambda: status(kube, "a").get("phase") == "Pending", engine, kube)
+        admitted = next(c for c in status(kube, "a")["conditions"] if c["type"] == "Admitted")
+        assert admitted["reason"] == "QuotaExceeded" and "exceeded quota" in admitted["message"]
+        await until(lambda: bool(jobs_of(kube, "a")), engine, kube)
+        await settle(engine, kube)
+        assert status(kube, "a")["phase"] == "Submitted"
+    finally:
+        await engine.stop()
+
+
+@scenario
+async def test_job_names_of_different_runs_never_collide() -> None:
+    kube = FakeKube()
+    dag = flowrun("etl")
+    del dag["spec"]["template"]
+    dag["spec"]["tasks"] = [{"name": "load", "template": {"spec": {"containers": [{"name": "m", "image": "b"}]}}}]
+    kube.add("run", dag)
+    kube.add("run", flowrun("etl-load"))
+    engine = await started(kube)
+    try:
+        await settle(engine, kube)
+        assert len(jobs_of(kube, "etl")) == 1 and len(jobs_of(kube, "etl-load")) == 1
+        assert status(kube, "etl-load")["phase"] == "Submitted"
+    finally:
+        await engine.stop()
+
+
+@scenario
+async def test_a_relist_does_not_resurrect_what_was_deleted_during_it() -> None:
+    kube = FakeKube()
+    kube.add("limit", limit("one", 1, {"q": "x"}))
+    kube.add("run", flowrun("a", {"q": "x"}))
+    kube.add("run", flowrun("b", {"q": "x"}))
+    engine = await started(kube)
+    try:
+        await settle(engine, kube)
+        (a_job,) = jobs_of(kube, "a")
+        snapshot = await FakeKube.list_objects(kube, None)  # taken before the deletion
+        real_list = kube.list_objects
+
+        async def slow_list(namespaces: Any) -> Listing:
+            kube.remove("job", a_job)
+            kube.deliver(engine)  # the DELETED event arrives while the list is in flight
+            return snapshot
+
+        kube.list_objects = slow_list  # type: ignore[method-assign]
+        await engine.resync()
+        kube.list_objects = real_list  # type: ignore[method-assign]
+        await settle(engine, kube)
+        assert a_job not in engine.views["ns"].jobs
+        assert jobs_of(kube, "b"), "the freed slot went to b"
+    finally:
+        await engine.stop()
+
+
+@scenario
+async def test_a_deleted_limit_releases_its_waiters() -> None:
+    kube = FakeKube()
+    kube.add("limit", limit("zero", 0, {"q": "x"}))
+    kube.add("run", flowrun("a", {"q": "x"}))
+    engine = await started(kube)
+    try:
+        await settle(engine, kube)
+        assert status(kube, "a")["phase"] == "Pending"
+        kube.remove("limit", "zero")
+        await settle(engine, kube)
+        assert jobs_of(kube, "a")
+    finally:
+        await engine.stop()
+
+
+@scenario
+async def test_tagged_tasks_wait_for_their_tag_limit() -> None:
+    kube = FakeKube()
+    kube.add("limit", limit("db", 1, tag="db"))
+    for name in ("x", "y"):
+        run = flowrun(name)
+        del run["spec"]["template"]
+        tpl = {"spec": {"containers": [{"name": "m", "image": "b"}]}}
+        run["spec"]["tasks"] = [{"name": "load", "template": tpl, "tags": ["db"]}]
+        kube.add("run", run)
+    engine = await started(kube)
+    try:
+        await settle(engine, kube)
+        assert len(kube.jobs()) == 1
+        first = kube.jobs()[0]["metadata"]["labels"]["flowrun.io/run"]
+        other = "y" if first == "x" else "x"
+        task = status(kube, other)["taskRuns"][0]
+        assert task["phase"] == "Pending" and task["waitingFor"][0]["name"] == "db"
+        kube.finish_job(kube.jobs()[0]["metadata"]["name"])
+        await settle(engine, kube)
+        assert jobs_of(kube, other)
+        assert status(kube, first)["phase"] == "Succeeded"
+    finally:
+        await engine.stop()
