@@ -17,7 +17,9 @@ ADMISSION_WAIT = Histogram(
     "Time from a run's creation (or its retry becoming due) to its admission.",
     buckets=_WAIT_BUCKETS,
 )
-QUEUE_DEPTH = Gauge("flowrun_queue_depth", "Runs or task runs waiting in a ConcurrencyLimit's line.", ["namespace", "limit"])
+QUEUE_DEPTH = Gauge(
+    "flowrun_queue_depth", "Runs or task runs waiting in a ConcurrencyLimit's line.", ["namespace", "limit"]
+)
 LIMIT_IN_USE = Gauge("flowrun_limit_in_use", "Slots of a ConcurrencyLimit held now.", ["namespace", "limit"])
 LIMIT_CAPACITY = Gauge("flowrun_limit_capacity", "spec.limit of a ConcurrencyLimit.", ["namespace", "limit"])
 ROUND_SECONDS = Histogram(
@@ -28,14 +30,18 @@ QUEUE_LATENCY = Histogram(
     "Time from a watch event marking a key to the engine processing it.",
     buckets=_LATENCY_BUCKETS,
 )
-KEYS_PROCESSED = Counter("flowrun_engine_keys_processed_total", "Keys (runs, limits) processed by the engine.", ["kind"])
+KEYS_PROCESSED = Counter(
+    "flowrun_engine_keys_processed_total", "Keys (runs, limits) processed by the engine.", ["kind"]
+)
 PENDING_KEYS = Gauge("flowrun_engine_pending_keys", "Keys waiting for the engine.")
 API_REQUESTS = Histogram(
     "flowrun_api_request_seconds", "Latency of the operator's API calls.", ["verb"], buckets=_LATENCY_BUCKETS
 )
 API_ERRORS = Counter("flowrun_api_errors_total", "Failed API calls, by verb and reason.", ["verb", "reason"])
 API_RETRIES = Counter("flowrun_api_retries_total", "API calls retried after a transient error.", ["verb", "reason"])
-STATUS_WRITES = Counter("flowrun_status_writes_total", "Status patches stored, by kind and urgency.", ["kind", "urgency"])
+STATUS_WRITES = Counter(
+    "flowrun_status_writes_total", "Status patches stored, by kind and urgency.", ["kind", "urgency"]
+)
 EVENTS_POSTED = Counter("flowrun_events_posted_total", "Events posted by the operator.", ["reason"])
 JOBS_CREATED = Counter("flowrun_jobs_created_total", "Jobs created by the operator.")
 JOBS_DELETED = Counter("flowrun_jobs_deleted_total", "Jobs the operator deleted (cancel, TTL).")

@@ -15,7 +15,6 @@ from kubernetes.client.exceptions import ApiException
 import flowrun_operator.engine as engine_module
 from flowrun_operator.engine import Engine
 from flowrun_operator.kube.client import Listing
-
 from support.fakekube import FakeKube, flowrun, limit
 
 
@@ -34,9 +33,9 @@ def _fast(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("flowrun_operator.engine.act.BACKOFF_BASE_SECONDS", 0.05)
 
 
-async def settle(engine: Engine, kube: FakeKube, timeout: float = 5.0) -> None:
+async def settle(engine: Engine, kube: FakeKube, seconds: float = 5.0) -> None:
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + seconds
     quiet = 0
     while loop.time() < deadline:
         kube.deliver(engine)
@@ -50,9 +49,9 @@ async def settle(engine: Engine, kube: FakeKube, timeout: float = 5.0) -> None:
     raise AssertionError("engine did not settle")
 
 
-async def until(condition: Callable[[], bool], engine: Engine, kube: FakeKube, timeout: float = 5.0) -> None:
+async def until(condition: Callable[[], bool], engine: Engine, kube: FakeKube, seconds: float = 5.0) -> None:
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + seconds
     while loop.time() < deadline:
         kube.deliver(engine)
         if condition():
