@@ -448,7 +448,7 @@ class Operator:
             time.sleep(0.1)
 
     def health(self) -> dict[str, Any] | None:
-        """The liveness endpoint's JSON (Kopf probes, including the reconciler's counters), or None."""
+        """The liveness endpoint's JSON (Kopf probes, including the engine's counters), or None."""
         try:
             opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
             with opener.open(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as response:
@@ -709,12 +709,12 @@ def git_state() -> dict[str, Any]:
     return {}
 
 
-def reconciler_counters(health: Mapping[str, Any] | None) -> str:
-    """One line from the operator's liveness probe (its reconciler's counters), if it answered."""
-    found = (health or {}).get("reconciler") or {}
+def engine_counters(health: Mapping[str, Any] | None) -> str:
+    """One line from the operator's liveness probe (its engine's counters), if it answered."""
+    found = (health or {}).get("engine") or {}
     if not found:
-        return "operator reconciler counters: unavailable"
-    return "operator reconciler counters: " + ", ".join(f"{k} {v}" for k, v in found.items() if k != "ready")
+        return "operator engine counters: unavailable"
+    return "operator engine counters: " + ", ".join(f"{k} {v}" for k, v in found.items() if k != "ready")
 
 
 def job_lister(api: client.ApiClient, namespace: str, label_selector: str | None = None) -> Callable[..., Any]:

@@ -48,7 +48,7 @@ from common import (
     phase_tables,
     pod_lister,
     ratio,
-    reconciler_counters,
+    engine_counters,
     request_delta,
     secs,
     summary,
@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         extra = (
             f"operator: peak RSS {memory.get('VmHWM', float('nan')):.0f} MiB, "
             f"RSS now {memory.get('VmRSS', float('nan')):.0f} MiB, tracebacks in log: {tracebacks}\n"
-            + reconciler_counters(health)
+            + engine_counters(health)
         )
         print(text + "\n\n" + extra, flush=True)
         path = env.write_results(

@@ -51,7 +51,7 @@ from common import (
     now,
     phase_tables,
     ratio,
-    reconciler_counters,
+    engine_counters,
     request_delta,
     secs,
     summary,
@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         text = (
             report(args, floor, op, memory)
             + f"\n\noperator tracebacks in log: {tracebacks}\n"
-            + reconciler_counters(health)
+            + engine_counters(health)
         )
         print(text, flush=True)
         path = env.write_results(
