@@ -424,8 +424,8 @@ class NamespaceView:
     # -------------------------------------------------------------------------------------- shares
 
     def set_share(self, run: str, share: Share) -> set[str]:
-        """Apply a run's new share to the limits' holders and lines; returns limits where a slot freed
-        or the line changed (their heads may be admitted now)."""
+        """Apply a run's new share to the limits' holders and lines; returns the limits it changed (where
+        a slot freed or the line changed, heads may be admitted now)."""
         old = self.shares.get(run, EMPTY_SHARE)
         if old == share:
             return set()
@@ -439,6 +439,7 @@ class NamespaceView:
             record = self.limits.get(limit)
             if record is not None:
                 record.holders.add(key)
+                touched.add(limit)
         for limit, entry in old.waiting - share.waiting:
             record = self.limits.get(limit)
             if record is not None:
