@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from support.flowruns import flowrun, jobs, status, task, wait_phase
+from support.flowruns import flowrun, job_of, jobs, status, task, wait_phase
 from support.kube import Cluster, Kubectl, kubectl_binary, wait_for
 from support.operator import OperatorProcess
 
@@ -96,11 +96,11 @@ def test_list_and_get_show_runs_and_task_rows(
     # A run without tasks: its single Job as the row "main".
     _, _, table = ok(run_cli(cluster, "get", "single", "-n", namespace)).partition("\n\n")
     assert rows(table)["main"][:3] == ["main", "Running", "1"]
-    assert "single-1" in table  # the message names the Job
+    assert job_of(kubectl, namespace, "single") in table  # the message names the Job
 
     detail = json.loads(ok(run_cli(cluster, "-n", namespace, "-o", "json", "get", "etl")))
     assert [(t["name"], t["phase"], t["attempt"], t["jobName"]) for t in detail["tasks"]] == [
-        ("extract", "Running", 1, "etl-extract-1"),
+        ("extract", "Running", 1, job_of(kubectl, namespace, "etl", task="extract")),
         ("load", "Scheduled", None, None),
     ]
 
@@ -153,7 +153,8 @@ def test_get_of_a_failed_multi_task_run_then_retry_starts_a_new_attempt(
 
     st = wait_for(rerun_started, timeout=TIMEOUT, interval=0.2, message="rerun 1 with transform attempt 2")
     assert {t["name"]: t["attempt"] for t in st["taskRuns"]}["extract"] == 1  # succeeded tasks are kept
-    assert "etl-transform-2" in {j["metadata"]["name"] for j in jobs(kubectl, namespace, "etl")}
+    transform_2 = job_of(kubectl, namespace, "etl", 2, task="transform")
+    assert transform_2 in {j["metadata"]["name"] for j in jobs(kubectl, namespace, "etl")}
 
     # transform fails again: the run ends Failed with reruns 1, shown by get.
     wait_for(

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from support.flowruns import flowrun, get, jobs, selector_limit, status, wait_phase
+from support.flowruns import flowrun, get, job_of, jobs, selector_limit, status, wait_phase
 from support.kube import Cluster, Kubectl, wait_for
 from support.operator import JobWatcher, OperatorProcess
 
@@ -145,7 +145,7 @@ def test_slot_freed_by_deleting_a_run_or_its_job(
     wait_phase(kubectl, namespace, "first", "Running")
     kubectl.apply([flowrun(n, duration=300, labels={"team": "a"}) for n in ("second", "third")], namespace)
     wait_phase(kubectl, namespace, "third", "Pending")
-    kubectl("delete", "job", "first-1", "--wait=false", namespace=namespace)
+    kubectl("delete", "job", job_of(kubectl, namespace, "first"), "--wait=false", namespace=namespace)
     wait_phase(kubectl, namespace, "first", "Failed")
     wait_phase(kubectl, namespace, "second", "Running")
     kubectl("delete", "flowrun", "second", "--wait=false", namespace=namespace)
@@ -168,7 +168,7 @@ def test_operator_killed_during_a_burst_never_over_admits(
     wait_all(kubectl, namespace, names, "Succeeded", timeout=180)
     assert watcher.max_seen["team-a"] == 3
     for name in names:
-        assert [j["metadata"]["name"] for j in jobs(kubectl, namespace, name)] == [f"{name}-1"]
+        assert [j["metadata"]["name"] for j in jobs(kubectl, namespace, name)] == [job_of(kubectl, namespace, name)]
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from support.flowruns import event_reasons, flowrun, jobs, status, task, wait_phase
+from support.flowruns import event_reasons, flowrun, job_of, jobs, status, task, wait_phase
 from support.kube import Kubectl, wait_for
 from support.operator import OperatorProcess
 
@@ -25,7 +25,7 @@ def test_run_succeeds_through_submitted_and_running(
     kubectl.apply(flowrun("hello", duration=1.5, parameters={"who": "world", "n": 3}, labels={"team": "a"}), namespace)
     st = wait_phase(kubectl, namespace, "hello", "Succeeded")
     assert st["attempt"] == 1
-    assert st["jobName"] == "hello-1"
+    assert st["jobName"] == job_of(kubectl, namespace, "hello")
     assert st["observedGeneration"] == 1
     assert st["startTime"] and st["completionTime"] and st["duration"]
     assert conditions(st) == {
@@ -81,7 +81,7 @@ def test_retries_start_new_attempts_after_the_delay(
     st = wait_phase(kubectl, namespace, "flaky", "Failed", timeout=90)
     assert st["attempt"] == 3
     names = sorted(j["metadata"]["name"] for j in jobs(kubectl, namespace, "flaky"))
-    assert names == ["flaky-1", "flaky-2", "flaky-3"]
+    assert names == [job_of(kubectl, namespace, "flaky", n) for n in (1, 2, 3)]
     created = sorted(
         datetime.fromisoformat(j["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
         for j in jobs(kubectl, namespace, "flaky")
@@ -130,12 +130,13 @@ def test_cancel_deletes_the_job_and_ends_cancelled(operator: OperatorProcess, ku
 def test_deleted_job_fails_the_run(operator: OperatorProcess, kubectl: Kubectl, namespace: str) -> None:
     kubectl.apply(flowrun("orphaned", duration=120), namespace)
     wait_phase(kubectl, namespace, "orphaned", "Running")
-    kubectl("delete", "job", "orphaned-1", "--wait=false", namespace=namespace)
+    orphaned_job = job_of(kubectl, namespace, "orphaned")
+    kubectl("delete", "job", orphaned_job, "--wait=false", namespace=namespace)
     st = wait_phase(kubectl, namespace, "orphaned", "Failed")
     assert conditions(st)["Finished"] == "True/JobDeleted"
-    assert "orphaned-1" in st["message"]
+    assert orphaned_job in st["message"]
     # no replacement Job was started
-    assert all(j["metadata"]["name"] == "orphaned-1" for j in jobs(kubectl, namespace, "orphaned"))
+    assert all(j["metadata"]["name"] == orphaned_job for j in jobs(kubectl, namespace, "orphaned"))
 
 
 def test_deleting_the_run_garbage_collects_its_job(operator: OperatorProcess, kubectl: Kubectl, namespace: str) -> None:

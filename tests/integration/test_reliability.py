@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from support.flowruns import flowrun, jobs, selector_limit, status, tag_limit, task, wait_phase
+from support.flowruns import flowrun, job_of, jobs, selector_limit, status, tag_limit, task, wait_phase
 from support.kube import Cluster, Kubectl, wait_for
 from support.operator import JobWatcher, OperatorProcess
 
@@ -92,7 +92,7 @@ def test_api_server_restart_mid_flight(
     assert watcher.reconnects >= 1, f"the watcher never saw the API server go away: {watcher.stream_errors}"
     assert watcher.max_seen["team-a"] == 2
     for name in names:
-        assert job_names(kubectl, namespace, name) == [f"{name}-1"]
+        assert job_names(kubectl, namespace, name) == [job_of(kubectl, namespace, name)]
     # A run created after the restart is seen and run too (the FlowRun watch is back, not just the Job one).
     kubectl.apply(flowrun("after-restart", duration=0.2, labels={"team": "a"}), namespace)
     wait_all(kubectl, namespace, ["after-restart"], "Succeeded", operator, timeout=30)
@@ -124,7 +124,7 @@ def test_deleted_pod_fails_the_attempt_and_a_retry_recovers(
     )
     for name in ("with-retry", "no-retry"):
         wait_phase(kubectl, namespace, name, "Running", timeout=30)
-        _delete_pod_of(kubectl, namespace, f"{name}-1")
+        _delete_pod_of(kubectl, namespace, job_of(kubectl, namespace, name))
 
     st = wait_phase(kubectl, namespace, "no-retry", "Failed", timeout=60)
     [job] = jobs(kubectl, namespace, "no-retry")
@@ -135,9 +135,10 @@ def test_deleted_pod_fails_the_attempt_and_a_retry_recovers(
     assert st["attempt"] == 1
 
     st = wait_phase(kubectl, namespace, "with-retry", "Succeeded", timeout=60)
-    assert st["attempt"] == 2 and st["jobName"] == "with-retry-2"
-    assert job_names(kubectl, namespace, "with-retry") == ["with-retry-1", "with-retry-2"]
-    first = next(j for j in jobs(kubectl, namespace, "with-retry") if j["metadata"]["name"] == "with-retry-1")
+    retry_jobs = [job_of(kubectl, namespace, "with-retry", n) for n in (1, 2)]
+    assert st["attempt"] == 2 and st["jobName"] == retry_jobs[1]
+    assert job_names(kubectl, namespace, "with-retry") == sorted(retry_jobs)
+    first = next(j for j in jobs(kubectl, namespace, "with-retry") if j["metadata"]["name"] == retry_jobs[0])
     assert any(c["type"] == "Failed" and c["status"] == "True" for c in first["status"]["conditions"])
 
 
@@ -171,7 +172,9 @@ def test_operator_killed_repeatedly_while_dags_run(
     wait_all(kubectl, namespace, names, "Succeeded", operator, timeout=90)
     assert watcher.max_seen["db"] == 1
     for name in names:
-        assert job_names(kubectl, namespace, name) == sorted(f"{name}-{t['name']}-1" for t in tasks)
+        assert job_names(kubectl, namespace, name) == sorted(
+            job_of(kubectl, namespace, name, task=t["name"]) for t in tasks
+        )
         runs = {t["name"]: t for t in status(kubectl, namespace, name)["taskRuns"]}
         assert {n: (t["phase"], t["attempt"]) for n, t in runs.items()} == {t["name"]: ("Succeeded", 1) for t in tasks}
 
@@ -202,9 +205,9 @@ def test_bad_objects_never_hurt_other_runs(
     wait_all(kubectl, namespace, good, "Succeeded", operator, timeout=60)
     assert watcher.max_seen["team-a"] == 2
     assert jobs(kubectl, namespace, "rejected") == [] and jobs(kubectl, namespace, "cycle") == []
-    assert "rejected-1" not in watcher.created_order
+    assert not [j for j in watcher.created_order if j.startswith("rejected-")]
     for name in good:
-        assert job_names(kubectl, namespace, name) == [f"{name}-1"]
+        assert job_names(kubectl, namespace, name) == [job_of(kubectl, namespace, name)]
     limit = wait_for(
         lambda: (
             s

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from support.flowruns import flowrun, jobs, status, tag_limit, task, wait_phase
+from support.flowruns import flowrun, job_of, jobs, status, tag_limit, task, wait_phase
 from support.kube import Cluster, Kubectl, wait_for
 from support.operator import JobWatcher, OperatorProcess
 
@@ -42,8 +42,9 @@ def test_dag_runs_in_dependency_order_with_parallel_branches(
     assert {n: t["phase"] for n, t in runs.items()} == dict.fromkeys(
         ["extract", "clean", "enrich", "load"], "Succeeded"
     )
-    assert all(t["attempt"] == 1 and t["jobName"] == f"etl-{n}-1" for n, t in runs.items())
-    assert watcher.created_order[0] == "etl-extract-1" and watcher.created_order[-1] == "etl-load-1"
+    assert all(t["attempt"] == 1 and t["jobName"] == job_of(kubectl, namespace, "etl", task=n) for n, t in runs.items())
+    assert watcher.created_order[0] == job_of(kubectl, namespace, "etl", task="extract")
+    assert watcher.created_order[-1] == job_of(kubectl, namespace, "etl", task="load")
     assert watcher.max_seen["all"] >= 2  # clean and enrich ran side by side
     by_task = job_by_task(kubectl, namespace, "etl")
     # a dependent starts only after its upstream finished
@@ -89,9 +90,9 @@ def test_rerun_of_a_failed_run_reruns_failed_and_skipped_tasks(
     assert runs["ok"]["attempt"] == 1  # not re-run
     assert runs["bad"]["attempt"] == 2
     assert {j["metadata"]["name"] for j in jobs(kubectl, namespace, "again")} == {
-        "again-ok-1",
-        "again-bad-1",
-        "again-bad-2",
+        job_of(kubectl, namespace, "again", task="ok"),
+        job_of(kubectl, namespace, "again", task="bad"),
+        job_of(kubectl, namespace, "again", 2, task="bad"),
     }
 
 

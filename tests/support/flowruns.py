@@ -102,3 +102,11 @@ def event_reasons(kubectl: Kubectl, namespace: str, name: str) -> list[str]:
     )["items"]
     events.sort(key=lambda e: e.get("eventTime") or e.get("lastTimestamp") or "")
     return [str(e["reason"]) for e in events]
+
+
+def job_of(kubectl: Kubectl, namespace: str, run: str, attempt: int = 1, task: str | None = None) -> str:
+    """The name of the Job the operator gives a run's attempt (it carries a digest of the run's uid)."""
+    from flowrun_operator.scheduling.jobs import job_name
+
+    uid = get(kubectl, namespace, run)["metadata"]["uid"]
+    return job_name(run, task, attempt, uid)

@@ -266,3 +266,23 @@ async def test_tagged_tasks_wait_for_their_tag_limit() -> None:
         assert status(kube, first)["phase"] == "Succeeded"
     finally:
         await engine.stop()
+
+
+@scenario
+async def test_finished_runs_go_to_history_and_expire_by_ttl() -> None:
+    kube = FakeKube()
+    done = flowrun("old", ttlSecondsAfterFinished=1)
+    done["status"] = {"phase": "Succeeded", "completionTime": "2020-01-01T00:00:00Z"}
+    kept = flowrun("kept")
+    kept["status"] = {"phase": "Failed", "completionTime": "2020-01-01T00:00:00Z"}
+    kube.add("run", done)
+    kube.add("run", kept)
+    engine = await started(kube)
+    try:
+        await settle(engine, kube)
+        view = engine.views["ns"]
+        assert "kept" in view.finished and not view.runs
+        assert ("run", "ns", "old") not in kube.objects, "expired by its TTL"
+        assert not kube.jobs() and not [c for c in kube.calls if c[0] == "patch" and c[1] == "kept"]
+    finally:
+        await engine.stop()

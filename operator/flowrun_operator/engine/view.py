@@ -236,6 +236,21 @@ class NamespaceView:
             del self.finished[name]
             current = None
         generation = int(meta.get("generation") or 0)
+        if current is None and terminal_phase(raw_status.get("phase")) and rerun <= int(raw_status.get("reruns") or 0):
+            # First sight of a run that has finished (a restart, a re-list): straight into history, unparsed.
+            completion = raw_status.get("completionTime")
+            self.finished[name] = FinishedRun(
+                name,
+                uid,
+                version,
+                generation,
+                str(raw_status["phase"]),
+                parse_time(completion) if isinstance(completion, str) else None,
+                _ttl(obj),
+                int(raw_status.get("reruns") or 0),
+            )
+            self._count(before_phase, self.run_phase(name))
+            return True
         if current is not None and current.snapshot.generation == generation:
             spec, spec_error = current.snapshot.spec, current.snapshot.spec_error
         else:
