@@ -1,0 +1,254 @@
+"""Hand-written deterministic scenarios, one per way the former engine broke the README's promises.
+
+Each passes on a correct engine; `SIM_ENGINE=legacy` runs them against the former Reconciler (tests/sim/README.md
+records which of them it fails, and how).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from sim.api import FLOWRUNS, JOBS, JobRecord, Obj
+from sim.harness import Harness, Result
+from sim.scenario import FOREVER, Action, LimitDef, RunDef, Scenario, TaskDef
+
+RED = LimitDef("red", "ns-a", 1, team="red")
+
+
+def setup_module() -> None:
+    logging.getLogger("flowrun_operator").setLevel(logging.CRITICAL)
+
+
+def play(scenario: Scenario, setup: Callable[[Harness], None] | None = None) -> tuple[Harness, Result]:
+    harness = Harness(scenario)
+    if setup is not None:
+        setup(harness)
+    return harness, harness.run()
+
+
+def status(harness: Harness, name: str, namespace: str = "ns-a") -> Obj:
+    run = harness.api.objects[FLOWRUNS].get((namespace, name))
+    assert run is not None, f"run {name} is gone"
+    return dict(run.get("status") or {})
+
+
+def jobs_of(harness: Harness, run: str) -> list[JobRecord]:
+    return [r for r in harness.api.jobs if r.run == run]
+
+
+def once(method: str, fault: str, when: Callable[[str, Obj | None], bool]) -> Callable[[Harness], None]:
+    """Inject `fault` into the first call of `method` that `when(name, body)` selects, and only that one."""
+
+    def setup(harness: Harness) -> None:
+        fired: list[bool] = []
+
+        def fault_for(called: str, name: str, body: Obj | None) -> str | None:
+            if called == method and not fired and when(name, body):
+                fired.append(True)
+                return fault
+            return None
+
+        harness.api.fault_for = fault_for
+
+    return setup
+
+
+def test_cancel_frees_the_slot_only_when_the_pod_is_gone() -> None:
+    """(1) limit 1, A running and cancelled, B waiting: B's Job must not exist while A's pod may still run."""
+    scenario = Scenario(
+        runs=(RunDef("a", team="red", run_for=FOREVER, start_after=0.0), RunDef("b", team="red", run_for=1.0)),
+        limits=(RED,),
+        actions=(
+            Action(0.0, "create_limit", 0),
+            Action(0.0, "create_run", 0),
+            Action(1.0, "create_run", 1),
+            Action(3.0, "cancel", 0),
+        ),
+        grace=10.0,
+    )
+    harness, result = play(scenario)
+    assert result.violations == []
+    assert status(harness, "a")["phase"] == "Cancelled"
+    assert status(harness, "b")["phase"] == "Succeeded"
+    (a_job,), (b_job,) = jobs_of(harness, "a"), jobs_of(harness, "b")
+    assert a_job.pod.ended_at is not None and a_job.pod.ended_at >= 3.0 + 10.0 - 0.5  # it ran through its grace
+    assert b_job.created >= a_job.pod.ended_at
+
+
+def test_a_failed_job_create_does_not_lose_another_runs_transition() -> None:
+    """(2) A's Job completes and, at that instant, B's Job creation fails with a 500: A must still end
+    Succeeded, with no further event to wake the engine (no re-list: the scenario just quiesces)."""
+    scenario = Scenario(runs=(RunDef("a", run_for=3.0, start_after=0.0), RunDef("b", run_for=1.0)), max_delay=0.0)
+
+    async def script(harness: Harness) -> None:
+        harness.apply(Action(0.0, "create_run", 0))
+        await harness.start_operator()
+        # Until A's Job is Complete in the API (and so in the engine's view): polled on virtual time.
+        while not any((j.get("status") or {}).get("conditions") for j in harness.api.objects[JOBS].values()):  # noqa: ASYNC110
+            await asyncio.sleep(0.001)
+        harness.apply(Action(0.0, "create_run", 1))  # in the same round (or pass) as A's completion
+        await harness.settle()
+
+    harness = Harness(scenario)
+    once("create_job", "500", lambda name, body: name.startswith("b-"))(harness)
+    result = harness.run(script)
+    assert result.violations == []
+    assert status(harness, "a")["phase"] == "Succeeded"
+    assert status(harness, "b")["phase"] == "Succeeded"
+
+
+def test_a_relist_does_not_resurrect_what_was_deleted_during_it() -> None:
+    """(3) A re-list whose response arrives after a deletion was seen must not bring the deleted run (and its
+    Job) back: B and then C, waiting behind A's slot, must start once A is gone and B has finished."""
+    scenario = Scenario(
+        runs=(
+            RunDef("a", team="red", run_for=FOREVER, start_after=0.0),
+            RunDef("b", team="red", run_for=1.0),
+            RunDef("c", team="red", run_for=1.0),
+        ),
+        limits=(RED,),
+        max_delay=0.0,
+        grace=0.0,
+    )
+
+    async def script(harness: Harness) -> None:
+        harness.apply(Action(0.0, "create_limit", 0))
+        harness.apply(Action(0.0, "create_run", 0))
+        await harness.start_operator()
+        await harness.sleep_until(1.0)
+        harness.apply(Action(1.0, "create_run", 1))
+        harness.apply(Action(1.0, "create_run", 2))
+        await harness.sleep_until(5.0)
+        harness.api.slow_response["list"] = 1.0  # the list is taken now, its response arrives 1 s later
+        harness.resync()
+        await harness.sleep_until(5.2)
+        harness.api.delete_flowrun("ns-a", "a")  # garbage collection removes A's Job 0.2 s later
+        await harness.sleep_until(7.0)
+        harness.api.slow_response.clear()
+        await harness.settle()
+
+    harness = Harness(scenario)
+    result = harness.run(script)
+    assert result.violations == []
+    assert ("ns-a", "a") not in harness.api.objects[FLOWRUNS]
+    assert status(harness, "b")["phase"] == "Succeeded"
+    assert status(harness, "c")["phase"] == "Succeeded"
+    (c_job,) = jobs_of(harness, "c")
+    assert c_job.created < 5.2 + 10.0  # admitted once B finished, not at some later re-list
+
+
+def _succeeded(name: str, body: Obj | None) -> bool:
+    return (body or {}).get("phase") == "Succeeded"
+
+
+def test_a_failed_status_write_leaves_no_phantom_and_its_event_follows_the_write() -> None:
+    """(5) The write that makes A Succeeded fails (500) and so does the re-read: the engine must not keep a
+    status the API never stored; the Succeeded Event is posted once, after the write that stored it."""
+
+    def setup(harness: Harness) -> None:
+        fired: set[str] = set()
+
+        def fault_for(method: str, name: str, body: Obj | None) -> str | None:
+            if method == "patch_status" and "patch" not in fired and _succeeded(name, body):
+                fired.add("patch")
+                return "500"
+            if method == "get" and "patch" in fired and "get" not in fired:
+                fired.add("get")
+                return "500"
+            return None
+
+        harness.api.fault_for = fault_for
+
+    scenario = Scenario(runs=(RunDef("a", run_for=2.0),), actions=(Action(0.0, "create_run", 0),))
+    harness, result = play(scenario, setup)
+    assert result.violations == []
+    assert status(harness, "a")["phase"] == "Succeeded"
+    uid = harness.api.objects[FLOWRUNS][("ns-a", "a")]["metadata"]["uid"]
+    assert [e[3] for e in harness.api.events if e[1] == uid].count("Succeeded") == 1
+
+
+def test_an_ambiguous_status_write_posts_its_event_at_most_once() -> None:
+    """(5) The Succeeded write is applied but its response times out: the Event is never posted twice."""
+    scenario = Scenario(runs=(RunDef("a", run_for=2.0),), actions=(Action(0.0, "create_run", 0),))
+    harness, result = play(scenario, once("patch_status", "timeout_after", _succeeded))
+    assert result.violations == []
+    assert status(harness, "a")["phase"] == "Succeeded"
+    uid = harness.api.objects[FLOWRUNS][("ns-a", "a")]["metadata"]["uid"]
+    assert [e[3] for e in harness.api.events if e[1] == uid].count("Succeeded") <= 1
+
+
+def test_quota_exceeded_on_job_create_is_transient() -> None:
+    """(6) A ResourceQuota refusal (403 "exceeded quota") does not fail the run: it runs once quota frees."""
+    scenario = Scenario(
+        runs=(RunDef("a", run_for=1.0),),
+        actions=(Action(0.0, "quota", "ns-a", 20), Action(0.5, "create_run", 0)),
+    )
+    harness, result = play(scenario)
+    assert result.violations == []
+    assert status(harness, "a")["phase"] == "Succeeded"
+    (job,) = jobs_of(harness, "a")
+    assert 20.0 <= job.created < 20.0 + 65.0  # within the engine's longest backoff after the quota freed
+
+
+def test_job_names_of_run_task_and_run_named_alike_do_not_collide() -> None:
+    """(7) Run `etl` with task `load` and run `etl-load` both finish."""
+    scenario = Scenario(
+        runs=(RunDef("etl", tasks=(TaskDef("load"),), run_for=1.0), RunDef("etl-load", run_for=1.0)),
+        actions=(Action(0.0, "create_run", 0), Action(0.0, "create_run", 1)),
+    )
+    harness, result = play(scenario)
+    assert result.violations == []
+    assert status(harness, "etl")["phase"] == "Succeeded"
+    assert status(harness, "etl-load")["phase"] == "Succeeded"
+    assert len({r.key for r in harness.api.jobs}) == 2
+
+
+def test_a_transition_is_written_promptly_while_many_runs_wait() -> None:
+    """(8) With 100 runs waiting behind a limit and 50 ms API calls, a finished run's Succeeded is stored
+    within a second of its Job's Complete (it does not queue behind place-in-line refreshes)."""
+    waiting = tuple(RunDef(f"w{i:03d}", team="red", run_for=1.0) for i in range(100))
+    scenario = Scenario(
+        runs=(RunDef("a", team="red", run_for=20.0, start_after=0.0), *waiting),
+        limits=(LimitDef("red", "ns-a", 1, team="red"),),
+        actions=(
+            Action(0.0, "create_limit", 0),
+            Action(0.0, "create_run", 0),
+            *(Action(1.0, "create_run", i + 1) for i in range(len(waiting))),
+        ),
+        latency=0.05,
+    )
+
+    async def script(harness: Harness) -> None:
+        for action in scenario.actions[:2]:
+            harness.apply(action)
+        await harness.start_operator()
+        await harness.sleep_until(1.0)
+        for action in scenario.actions[2:]:
+            harness.apply(action)
+        await harness.sleep_until(25.0)
+
+    harness = Harness(scenario)
+    result = harness.run(script)
+    assert result.violations == []
+    (a_job,) = jobs_of(harness, "a")
+    assert a_job.outcome == "Complete" and a_job.finished_at is not None
+    uid = harness.api.objects[FLOWRUNS][("ns-a", "a")]["metadata"]["uid"]
+    stored = [w.at for w in harness.api.writes[uid] if w.run_phase == "Succeeded"]
+    assert stored, "Succeeded was never stored"
+    assert stored[0] - a_job.finished_at <= 1.0
+
+
+def test_a_hung_call_in_one_namespace_does_not_stop_admission_in_another() -> None:
+    """(4) A Job creation in ns-a hangs until the client's timeout; a run in ns-b still starts at once."""
+    scenario = Scenario(
+        runs=(RunDef("a", run_for=1.0), RunDef("b", namespace="ns-b", run_for=1.0)),
+        actions=(Action(0.0, "create_run", 0), Action(0.5, "create_run", 1)),
+    )
+    harness, result = play(scenario, once("create_job", "hang", lambda name, body: name.startswith("a-")))
+    assert result.violations == []
+    assert status(harness, "a")["phase"] == "Succeeded"
+    assert status(harness, "b", "ns-b")["phase"] == "Succeeded"
+    (b_job,) = jobs_of(harness, "b")
+    assert b_job.created <= 0.5 + 1.0
