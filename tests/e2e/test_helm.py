@@ -508,8 +508,12 @@ def test_operator_pod_is_admitted_under_restricted_pod_security(
         pods: list[dict[str, Any]] = kubectl.json("get", "pods", "-l", selector, namespace=namespace)["items"]
         return pods
 
-    pods = wait_for(operator_pods, timeout=60, message="the operator's Pod created by its ReplicaSet")
-    assert len(pods) == 1
+    # Two replicas by default (one leads through the Lease, the other waits): both Pods are admitted.
+    pods = wait_for(
+        lambda: found if len(found := operator_pods()) == 2 else None,
+        timeout=60,
+        message="the operator's two Pods created by its ReplicaSet",
+    )
     pod = pods[0]
     assert pod["spec"]["securityContext"]["runAsUser"] == 10001
     assert pod["spec"]["serviceAccountName"] == f"{release}-flowrun-operator"

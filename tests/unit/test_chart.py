@@ -132,6 +132,11 @@ def container(objects: Objects) -> dict[str, Any]:
     return result
 
 
+def operator_roles(objects: Objects, kind: str) -> Objects:
+    """Roles or RoleBindings of the operator's rules, without the leader-election ones."""
+    return [o for o in of_kind(objects, kind) if not o["metadata"]["name"].endswith("-leader-election")]
+
+
 def env_of(objects: Objects) -> dict[str, str]:
     return {e["name"]: e.get("value") for e in container(objects).get("env", [])}
 
@@ -220,7 +225,8 @@ def test_every_object_has_standard_labels(default_objects: Objects) -> None:
 
 def test_default_objects(default_objects: Objects) -> None:
     kinds = sorted(obj["kind"] for obj in default_objects)
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount"]
+    # Role and RoleBinding: the leader-election Lease, in the release namespace (tests/unit/test_chart_ha.py).
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Role", "RoleBinding", "ServiceAccount"]
     for obj in default_objects:
         if obj["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
             assert obj["metadata"]["namespace"] == RELEASE_NAMESPACE, obj["kind"]
@@ -236,8 +242,8 @@ def test_default_rbac_is_a_cluster_role_with_exactly_the_operators_rules(default
     binding = one(default_objects, "ClusterRoleBinding")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": FULLNAME}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": RELEASE_NAMESPACE}]
-    assert not of_kind(default_objects, "Role")
-    assert not of_kind(default_objects, "RoleBinding")
+    assert not operator_roles(default_objects, "Role")
+    assert not operator_roles(default_objects, "RoleBinding")
     assert "WATCH_NAMESPACES" not in env_of(default_objects)
 
 
@@ -250,12 +256,12 @@ def test_watch_namespaces_gives_roles_in_each_namespace(render: Callable[..., Ob
     objects = render({"watchNamespaces": ["a", "b"]})
     assert not of_kind(objects, "ClusterRole")
     assert not of_kind(objects, "ClusterRoleBinding")
-    roles = of_kind(objects, "Role")
+    roles = operator_roles(objects, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["a", "b"]
     for role in roles:
         assert role["metadata"]["name"] == FULLNAME
         assert rules_of(role) == EXPECTED_RULES
-    bindings = of_kind(objects, "RoleBinding")
+    bindings = operator_roles(objects, "RoleBinding")
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["a", "b"]
     for binding in bindings:
         assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": FULLNAME}
@@ -294,11 +300,10 @@ def test_existing_service_account_needs_a_name(template: Callable[..., subproces
 # ------------------------------------------------------------------------------------------- Deployment
 
 
-def test_deployment_runs_one_operator_with_recreate(default_objects: Objects) -> None:
+def test_deployment_selector_and_service_account(default_objects: Objects) -> None:
+    # Replicas, strategy and leader election: tests/unit/test_chart_ha.py.
     deployment = one(default_objects, "Deployment")
     assert deployment["metadata"]["name"] == FULLNAME
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     selector = deployment["spec"]["selector"]["matchLabels"]
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert selector == {"app.kubernetes.io/name": "flowrun-operator", "app.kubernetes.io/instance": RELEASE}
