@@ -1,0 +1,166 @@
+"""Two operator replicas with leader election on the real control plane.
+
+Only the holder of the Lease acts: while a third party holds it, both replicas wait, and independent
+watches on Jobs and FlowRuns see no Job created and no status written over that whole window. Once the
+Lease is released exactly one replica takes it. SIGKILLed in the middle of a burst of runs behind a
+ConcurrencyLimit, the leader is replaced by the standby (measured from the kill to the Lease changing
+hands, and to the new leader's first Job), no instant has more unfinished Jobs than the limit (an
+independent Job watcher), and every run finishes with exactly one Job. A clean shutdown releases the Lease.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support.flowruns import flowrun, selector_limit
+from support.kube import Cluster, Kubectl, api_client, wait_for
+from support.operator import JobWatcher
+from support.replicas import EventLog, Replica, holders, lease_holder, put_lease
+
+pytestmark = pytest.mark.integration
+
+LIMIT = 2
+RUNS = 12
+RUN_SECONDS = 2.0
+# Short durations keep the test short; the relations are the chart's (15/10/2): lease > renew deadline >
+# 1.2 x retry period. A standby takes over at most lease + 2 x 2.2 x retry after the leader's last renewal.
+LEASE_SECONDS = 6.0
+RENEW_DEADLINE = 4.0
+RETRY_PERIOD = 1.0
+TAKEOVER_BOUND = 15.0
+
+
+@pytest.fixture
+def replicas(crds: None, namespace: str, tmp_path: Path) -> Iterator[list[Replica]]:
+    made = [
+        Replica(
+            name,
+            [namespace],
+            namespace,
+            tmp_path,
+            lease_duration=LEASE_SECONDS,
+            renew_deadline=RENEW_DEADLINE,
+            retry_period=RETRY_PERIOD,
+        )
+        for name in ("replica-a", "replica-b")
+    ]
+    try:
+        yield made
+    finally:
+        for replica in made:
+            replica.stop()
+        for replica in made:
+            tracebacks = [line for line in replica.logs().splitlines() if "Traceback" in line]
+            assert not tracebacks, f"{replica.identity} logged tracebacks:\n{replica.logs()[-5000:]}"
+
+
+def phases(kubectl: Kubectl, namespace: str) -> dict[str, str]:
+    items = kubectl.json("get", "flowruns", namespace=namespace)["items"]
+    return {i["metadata"]["name"]: (i.get("status") or {}).get("phase", "") for i in items}
+
+
+def test_only_the_leader_acts_and_the_standby_takes_over_without_over_admission(
+    cluster: Cluster, kubectl: Kubectl, namespace: str, replicas: list[Replica]
+) -> None:
+    from kubernetes import client
+
+    api = api_client(cluster.kubeconfig)
+    custom, batch, coordination = client.CustomObjectsApi(api), client.BatchV1Api(api), client.CoordinationV1Api(api)
+    # Another party holds the Lease for a minute: both replicas must wait.
+    put_lease(cluster.kubeconfig, namespace, "someone-else", duration=60)
+
+    with (
+        EventLog(coordination.list_namespaced_lease, namespace) as lease_log,
+        EventLog(custom.list_namespaced_custom_object, "flowrun.io", "v1alpha1", namespace, "flowruns") as run_log,
+        EventLog(batch.list_namespaced_job, namespace) as job_log,
+        JobWatcher(cluster.kubeconfig, namespace, {"limited": lambda job: True}) as job_watcher,
+    ):
+        for replica in replicas:
+            replica.start()
+        for replica in replicas:
+            wait_for(
+                lambda r=replica: "the Lease is held by someone-else" in r.logs(),  # type: ignore[misc]
+                timeout=15,
+                message=f"{replica.identity} waiting for leadership",
+            )
+            assert replica.health()["leader"] is False
+
+        kubectl.apply(selector_limit("team-a", {"team": "a"}, LIMIT), namespace)
+        names = [f"run-{i:02d}" for i in range(RUNS)]
+        kubectl.apply([flowrun(n, duration=RUN_SECONDS, labels={"team": "a"}) for n in names], namespace)
+        wait_for(lambda: len(phases(kubectl, namespace)) == RUNS, timeout=15, message="all runs created")
+        # The window: several retry periods of both replicas with work waiting for them.
+        time.sleep(4 * RETRY_PERIOD)
+        window_end = time.monotonic()
+
+        # Nothing acted while neither replica held the Lease: no Job, no status, no other holder.
+        assert [e for e in job_log.snapshot() if e.at <= window_end] == []
+        statuses = [e for e in run_log.snapshot() if e.at <= window_end and e.obj.get("status")]
+        assert statuses == [], f"a standby wrote a status: {statuses[0].obj['metadata']['name']}"
+        assert [h for _, h in holders(lease_log)] == ["someone-else"]
+        assert all("became leader" not in r.logs() for r in replicas)
+
+        # Released: exactly one replica takes the Lease and starts working.
+        released_at = time.monotonic()
+        put_lease(cluster.kubeconfig, namespace, None)
+        leader_id = wait_for(
+            lambda: next((h for _, h in holders(lease_log) if h in ("replica-a", "replica-b")), None),
+            timeout=10,
+            message="a replica holding the Lease",
+        )
+        acquired_at = next(t for t, h in holders(lease_log) if h == leader_id)
+        leader = next(r for r in replicas if r.identity == leader_id)
+        standby = next(r for r in replicas if r.identity != leader_id)
+        print(f"acquired {acquired_at - released_at:.2f}s after the release")
+        assert acquired_at - released_at <= 2 * (1 + 1.2) * RETRY_PERIOD + 1
+
+        # Mid-burst: some runs done, the limit full, runs waiting.
+        wait_for(lambda: len(job_watcher.created_order) >= LIMIT + 2, timeout=20, message="a few Jobs created")
+        assert "became leader" not in standby.logs() and standby.health()["leader"] is False
+        assert standby.exit_code() is None
+
+        leader.kill()
+        killed_at = time.monotonic()
+        assert leader.exit_code() == -9
+
+        def taken_over() -> float | None:
+            return next((t for t, h in holders(lease_log) if h == standby.identity), None)
+
+        took_at = wait_for(taken_over, timeout=TAKEOVER_BOUND + 5, message="the standby taking the Lease")
+        first_job_at = wait_for(
+            lambda: next((e.at for e in job_log.snapshot() if e.type == "ADDED" and e.at > took_at), None),
+            timeout=TAKEOVER_BOUND + 5,
+            message="the new leader's first Job",
+        )
+        takeover, first_job = took_at - killed_at, first_job_at - killed_at
+        print(f"SIGKILL -> Lease taken {takeover:.2f}s, -> first Job of the new leader {first_job:.2f}s")
+        assert takeover <= TAKEOVER_BOUND
+        assert first_job <= TAKEOVER_BOUND
+
+        wait_for(
+            lambda: all(p == "Succeeded" for p in phases(kubectl, namespace).values()),
+            timeout=60,
+            interval=0.25,
+            message="every run Succeeded",
+        )
+        assert job_watcher.error is None, job_watcher.error
+        assert job_watcher.max_seen["limited"] <= LIMIT, job_watcher.max_seen
+        assert job_watcher.max_seen["limited"] == LIMIT  # the limit was used, so the check had teeth
+
+    # Exactly one Job per run: the new leader adopted the Jobs the old one created, never made a second.
+    jobs = kubectl.json("get", "jobs", namespace=namespace)["items"]
+    per_run: dict[str, int] = {}
+    for job in jobs:
+        run = job["metadata"]["labels"]["flowrun.io/run"]
+        per_run[run] = per_run.get(run, 0) + 1
+    assert per_run == dict.fromkeys(names, 1)
+
+    # A clean shutdown (SIGTERM) hands the Lease back at once.
+    standby.stop()
+    assert standby.exit_code() == 0, standby.logs()[-3000:]
+    assert "released Lease" in standby.logs()
+    assert lease_holder(cluster.kubeconfig, namespace) is None
