@@ -151,6 +151,9 @@ class Resource:
     categories: Sequence[str] = field(default=(CATEGORY,))
     # CEL rules on the whole object (the only place where metadata.name can be checked).
     validations: Sequence[dict[str, Any]] = ()
+    # JSON paths the API server accepts in `--field-selector` (CRD selectableFields, GA in Kubernetes 1.32):
+    # string, integer or boolean fields only, no arrays, no metadata.
+    selectable_fields: Sequence[str] = ()
 
     @property
     def crd_name(self) -> str:
@@ -188,6 +191,7 @@ FLOWRUN = Resource(
         _column("Message", "string", ".status.message", "Detail of the current state."),
         _AGE,
     ),
+    selectable_fields=(".spec.flow", ".status.phase"),
 )
 
 CONCURRENCY_LIMIT = Resource(
@@ -206,6 +210,7 @@ CONCURRENCY_LIMIT = Resource(
         _column("Tag", "string", ".spec.tag", "Task tag the limit applies to.", priority=1),
         _AGE,
     ),
+    selectable_fields=(".spec.tag",),
 )
 
 FLOW_SCHEDULE = Resource(
@@ -243,7 +248,7 @@ def crd(resource: Resource) -> dict[str, Any]:
     """The CustomResourceDefinition of one resource as a dict."""
     spec_schema = model_schema(resource.spec)
     status_schema = model_schema(resource.status, drop_defaults=True)
-    schema = {
+    schema: dict[str, Any] = {
         "type": "object",
         "description": resource.description,
         "required": ["spec"],
@@ -263,6 +268,16 @@ def crd(resource: Resource) -> dict[str, Any]:
     }
     if resource.validations:
         schema["x-kubernetes-validations"] = [dict(v) for v in resource.validations]
+    version: dict[str, Any] = {
+        "name": VERSION,
+        "served": True,
+        "storage": True,
+        "subresources": {"status": {}},
+        "additionalPrinterColumns": [dict(c) for c in resource.printer_columns],
+        "schema": {"openAPIV3Schema": schema},
+    }
+    if resource.selectable_fields:
+        version["selectableFields"] = [{"jsonPath": path} for path in resource.selectable_fields]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -281,16 +296,7 @@ def crd(resource: Resource) -> dict[str, Any]:
                 "categories": list(resource.categories),
             },
             "scope": "Namespaced",
-            "versions": [
-                {
-                    "name": VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": [dict(c) for c in resource.printer_columns],
-                    "schema": {"openAPIV3Schema": schema},
-                }
-            ],
+            "versions": [version],
         },
     }
 
