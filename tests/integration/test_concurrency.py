@@ -87,7 +87,7 @@ def test_priority_then_fifo_order(
         wait_phase(kubectl, namespace, name, "Pending")
     assert status(kubectl, namespace, "low-1")["waitingFor"][0]["position"] >= 1
     wait_all(kubectl, namespace, ["high", "mid", "low-1", "low-2", "low-3"], "Succeeded", timeout=120)
-    order = [n.rsplit("-", 1)[0] for n in watcher.created_order]
+    order = [n.rsplit("-", 2)[0] for n in watcher.created_order]  # <run>-<attempt>-<uid digest>
     assert order == ["blocker", "high", "mid", "low-1", "low-2", "low-3"]
     assert watcher.max_seen["team-a"] == 1
 

@@ -267,7 +267,7 @@ class Round:
                 run_waits.append(wait)
             else:
                 unit_waits.setdefault(entry[2], []).append(wait)
-        return run_waits, unit_waits
+        return _holding(run_waits), {key: _holding(waits) for key, waits in unit_waits.items()}
 
     def _plan(self, run: str, refresh_only: bool) -> None:
         observation = self.observations.get(run)
@@ -326,3 +326,10 @@ def _essential(status: dict[str, object]) -> dict[str, object]:
     ]
     stripped["waitingFor"] = [w.get("name") for w in status.get("waitingFor") or []]  # type: ignore[attr-defined]
     return stripped
+
+
+def _holding(waits: list[Wait]) -> list[Wait]:
+    """The limits that hold a request back are the full ones; a line it waits in only because another of
+    its limits is full is not what it waits for."""
+    full = [w for w in waits if w.in_use >= w.capacity]
+    return full or waits
