@@ -9,6 +9,7 @@ import os
 
 import kopf
 
+import flowrun_operator.schedules.handlers  # noqa: F401  (registers the FlowSchedule controller)
 from flowrun_operator import leader, metrics
 from flowrun_operator.handlers import operator as _handlers  # noqa: F401  (registers the handlers)
 from flowrun_operator.handlers import probes  # also registers the engine's liveness check

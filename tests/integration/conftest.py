@@ -14,7 +14,7 @@ from support.operator import REPO, OperatorProcess
 @pytest.fixture(scope="session")
 def crds(cluster: Cluster) -> None:
     run_kubectl("apply", "-f", str(REPO / "crds"), kubeconfig=cluster.kubeconfig)
-    for name in ("flowruns.flowrun.io", "concurrencylimits.flowrun.io"):
+    for name in ("flowruns.flowrun.io", "concurrencylimits.flowrun.io", "flowschedules.flowrun.io"):
         run_kubectl(
             "wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s", kubeconfig=cluster.kubeconfig
         )

@@ -26,11 +26,14 @@ LIVENESS_ARG = "--liveness=http://0.0.0.0:8080/healthz"
 
 # The operator's API calls, exactly: (apiGroup, resource) -> verbs.
 EXPECTED_RULES: dict[tuple[str, str], set[str]] = {
-    ("flowrun.io", "flowruns"): {"get", "list", "watch", "delete"},
+    ("flowrun.io", "flowruns"): {"get", "list", "watch", "delete", "create", "patch"},
     ("flowrun.io", "flowruns/status"): {"get", "patch"},
     ("flowrun.io", "flowruns/finalizers"): {"update"},
     ("flowrun.io", "concurrencylimits"): {"get", "list", "watch"},
     ("flowrun.io", "concurrencylimits/status"): {"get", "patch"},
+    ("flowrun.io", "flowschedules"): {"get", "list", "watch"},
+    ("flowrun.io", "flowschedules/status"): {"get", "patch"},
+    ("flowrun.io", "flowschedules/finalizers"): {"update"},
     ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
@@ -197,13 +200,21 @@ def test_schema_is_draft_07_json() -> None:
 def test_chart_crds_equal_repo_crds(render: Callable[..., Objects]) -> None:
     repo = sorted(p.name for p in (ROOT / "crds").glob("*.yaml"))
     chart = sorted(p.name for p in (CHART / "crds").glob("*.yaml"))
-    assert repo == chart == ["flowrun.io_concurrencylimits.yaml", "flowrun.io_flowruns.yaml"]
+    assert (
+        repo
+        == chart
+        == ["flowrun.io_concurrencylimits.yaml", "flowrun.io_flowruns.yaml", "flowrun.io_flowschedules.yaml"]
+    )
     for name in repo:
         assert (CHART / "crds" / name).read_bytes() == (ROOT / "crds" / name).read_bytes(), (
             f"charts/flowrun-operator/crds/{name} differs from crds/{name}: run `make crds`"
         )
     crds = of_kind(render(None, "--include-crds"), "CustomResourceDefinition")
-    assert sorted(c["metadata"]["name"] for c in crds) == ["concurrencylimits.flowrun.io", "flowruns.flowrun.io"]
+    assert sorted(c["metadata"]["name"] for c in crds) == [
+        "concurrencylimits.flowrun.io",
+        "flowruns.flowrun.io",
+        "flowschedules.flowrun.io",
+    ]
 
 
 def test_templates_render_no_crds_by_default(default_objects: Objects) -> None:

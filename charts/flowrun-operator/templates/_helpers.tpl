@@ -59,10 +59,12 @@ The operator's RBAC rules, shared by the ClusterRole (all namespaces) and the pe
 (watchNamespaces). Exactly what the operator calls; see values.yaml and README.md for why each is needed.
 */}}
 {{- define "flowrun-operator.rules" -}}
-# Watch and list FlowRuns; delete the finished ones whose spec.ttlSecondsAfterFinished has passed.
+# Watch and list FlowRuns; delete the finished ones whose spec.ttlSecondsAfterFinished has passed (and those
+# beyond a FlowSchedule's history limits); create a FlowSchedule's runs; set spec.cancel on the unfinished runs
+# a schedule with concurrencyPolicy Replace replaces.
 - apiGroups: ["flowrun.io"]
   resources: ["flowruns"]
-  verbs: ["get", "list", "watch", "delete"]
+  verbs: ["get", "list", "watch", "delete", "create", "patch"]
 # Write a run's phase, conditions and task runs through the status subresource.
 - apiGroups: ["flowrun.io"]
   resources: ["flowruns/status"]
@@ -80,6 +82,17 @@ The operator's RBAC rules, shared by the ClusterRole (all namespaces) and the pe
 - apiGroups: ["flowrun.io"]
   resources: ["concurrencylimits/status"]
   verbs: ["get", "patch"]
+# Read FlowSchedules (never written by the operator) and write their status: last and next times, active runs.
+- apiGroups: ["flowrun.io"]
+  resources: ["flowschedules"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["flowrun.io"]
+  resources: ["flowschedules/status"]
+  verbs: ["get", "patch"]
+# A schedule's runs carry an ownerReference to it with blockOwnerDeletion: true (see flowruns/finalizers).
+- apiGroups: ["flowrun.io"]
+  resources: ["flowschedules/finalizers"]
+  verbs: ["update"]
 # One Job per (task) run attempt; a run's phase comes from its Jobs; cancelling a run deletes its Jobs.
 - apiGroups: ["batch"]
   resources: ["jobs"]

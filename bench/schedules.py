@@ -1,0 +1,164 @@
+"""FlowSchedule tick lateness: N interval schedules for a few minutes; how late is each run after its time?
+
+    python bench/schedules.py [--schedules 50] [--interval 15] [--minutes 3] [--pod-seconds 1]
+
+Each schedule creates a FlowRun every --interval seconds (counted from its creation, so the schedules' times
+are spread over the interval); the runs go through the operator as usual (Jobs, simulated pods), and their
+history is capped at 2 succeeded runs per schedule, so deletions are part of the load. Lateness of a run:
+
+- watched: when an independent watch of the FlowRuns (this process) received the run, minus its scheduled time
+  (millisecond resolution; includes the watch's delivery delay, so it is an upper bound of the creation delay);
+- creationTimestamp: the API server's creation time minus the scheduled time (whole seconds: 0 s means created
+  within the same second as its time).
+
+Also checked: every scheduled time in the window got exactly one run (no duplicate, none missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import psutil
+from kubernetes import client
+
+from common import (
+    GROUP,
+    VERSION,
+    BenchEnv,
+    Watcher,
+    custom_lister,
+    install_signal_handlers,
+    percentile,
+    pod_template,
+    table,
+)
+
+SCHEDULE_LABEL = "flowrun.io/schedule"
+TICK_ANNOTATION = "flowrun.io/scheduled-time"
+
+
+def parse(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC).timestamp()
+
+
+def schedule(name: str, interval: int, pod_seconds: float) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "FlowSchedule",
+        "metadata": {"name": name},
+        "spec": {
+            "interval": f"{interval}s",
+            "successfulRunsHistoryLimit": 2,
+            "flowRunTemplate": {"spec": {"flow": "bench", "template": pod_template(pod_seconds)}},
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--schedules", type=int, default=50)
+    parser.add_argument("--interval", type=int, default=15, help="seconds between a schedule's runs")
+    parser.add_argument("--minutes", type=float, default=3.0, help="how long the schedules run")
+    parser.add_argument("--pod-seconds", type=float, default=1.0, help="how long each run's pod runs")
+    args = parser.parse_args(argv)
+    install_signal_handlers()
+
+    seen: dict[str, tuple[str, float, float, float]] = {}  # run -> (schedule, tick, creationTimestamp, received)
+    lock = threading.Lock()
+
+    def on_run(kind: str, obj: dict[str, Any], _: float) -> None:
+        received = time.time()
+        meta = obj["metadata"]
+        tick = (meta.get("annotations") or {}).get(TICK_ANNOTATION)
+        schedule_name = (meta.get("labels") or {}).get(SCHEDULE_LABEL)
+        if kind != "ADDED" or not tick or not schedule_name:
+            return
+        with lock:
+            seen.setdefault(meta["name"], (schedule_name, parse(tick), parse(meta["creationTimestamp"]), received))
+
+    with BenchEnv("schedules") as env:
+        namespace = env.namespace("schedules")
+        operator = env.start_operator([namespace])
+        assert env.api is not None
+        custom = client.CustomObjectsApi(env.api)
+        process = psutil.Process(operator.pid)
+        with Watcher(custom_lister(env.api, namespace, "flowruns"), on_run, "flowruns") as watcher:
+            cpu_before = sum(process.cpu_times()[:2])
+            anchors: dict[str, float] = {}
+            env.log(f"creating {args.schedules} schedules, one run every {args.interval}s each")
+            for i in range(args.schedules):
+                name = f"s{i:03d}"
+                created = custom.create_namespaced_custom_object(
+                    GROUP, VERSION, namespace, "flowschedules", schedule(name, args.interval, args.pod_seconds)
+                )
+                anchors[name] = parse(created["metadata"]["creationTimestamp"])
+                # Spread the creations over one interval, as schedules made at different times would be.
+                time.sleep(args.interval / args.schedules)
+            started = time.time()
+            end = started + args.minutes * 60
+            env.log(f"running for {args.minutes:g} minutes")
+            time.sleep(max(0.0, end - time.time()))
+            for name in anchors:
+                custom.patch_namespaced_custom_object(
+                    GROUP, VERSION, namespace, "flowschedules", name, {"spec": {"suspend": True}}
+                )
+            time.sleep(3)  # the runs of the last times arrive through the watch
+            cpu_seconds = sum(process.cpu_times()[:2]) - cpu_before
+            watcher.check()
+        tracebacks = operator.tracebacks()
+
+    with lock:
+        runs = list(seen.values())
+    # Every time strictly inside the window (first one after creation, up to `end`) must have exactly one run.
+    expected: set[tuple[str, float]] = set()
+    for name, anchor in anchors.items():
+        tick = anchor + args.interval
+        while tick <= end:
+            expected.add((name, tick))
+            tick += args.interval
+    got: dict[tuple[str, float], int] = {}
+    for schedule_name, tick, _, _ in runs:
+        got[(schedule_name, tick)] = got.get((schedule_name, tick), 0) + 1
+    duplicates = sum(count - 1 for count in got.values() if count > 1)
+    missing = len(expected - set(got))
+    in_window = [r for r in runs if (r[0], r[1]) in expected]
+    watched = [received - tick for _, tick, _, received in in_window]
+    stamped = [created - tick for _, tick, created, _ in in_window]
+
+    def row(label: str, values: list[float], unit: str) -> list[str]:
+        fmt = (lambda v: f"{v * 1000:.0f} ms") if unit == "ms" else (lambda v: f"{v:.0f} s")
+        return [
+            label,
+            str(len(values)),
+            fmt(percentile(values, 50)),
+            fmt(percentile(values, 90)),
+            fmt(percentile(values, 99)),
+            fmt(max(values)) if values else "-",
+        ]
+
+    text = table(
+        f"FlowSchedule tick lateness: {args.schedules} schedules every {args.interval}s for {args.minutes:g} min, "
+        f"pods {args.pod_seconds:g}s, {psutil.cpu_count()} CPUs",
+        ("scheduled time ->", "n", "p50", "p90", "p99", "max"),
+        [
+            row("run seen by a watch", watched, "ms"),
+            row("run creationTimestamp", stamped, "s"),
+        ],
+    )
+    text += (
+        f"\ntimes in the window: {len(expected)}, runs for them: {len(in_window)}, missing: {missing}, "
+        f"duplicates: {duplicates}\noperator CPU: {cpu_seconds:.1f} s over {args.minutes:g} min "
+        f"({cpu_seconds / max(1, len(in_window)) * 1000:.0f} ms per run, admission included), "
+        f"tracebacks in its log: {tracebacks}"
+    )
+    print(text, flush=True)
+    return 1 if missing or duplicates or tracebacks else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The FlowSchedule controller: FlowRuns created on a cron schedule or an interval."""
