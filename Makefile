@@ -9,7 +9,7 @@ export FLOWRUN_CACHE
 PYTEST_ARGS ?=
 
 .PHONY: help venv tools cluster-up cluster-down demo test test-unit test-integration lint crds \
-        check-crds chart-crds bench bench-lifecycle bench-limits kind-up kind-down run clean
+        check-crds chart-crds bench bench-lifecycle bench-limits bench-schedules kind-up kind-down run clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 22
@@ -63,6 +63,9 @@ bench-lifecycle: venv tools ## FlowRun create->Job and create->Succeeded vs bare
 
 bench-limits: venv tools ## 1,000 runs through one limit of 10 vs a minimal feeder loop
 	$(BIN)/python bench/limits.py
+
+bench-schedules: venv tools ## 50 interval schedules for 3 minutes: lateness of each run after its scheduled time
+	$(BIN)/python bench/schedules.py
 
 # For users with Docker: a kind cluster with the operator image loaded and the chart installed.
 # (Not runnable on machines without a Docker engine.)
