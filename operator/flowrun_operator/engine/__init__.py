@@ -43,6 +43,7 @@ log = logging.getLogger("flowrun_operator.engine")
 BATCH_SECONDS = 0.02
 HOUSEKEEPING_SECONDS = 1.0
 RESYNC_SECONDS = float(os.environ.get("FLOWRUN_RESYNC_SECONDS", "300"))
+FIRST_RESYNC_SECONDS = 30.0
 # Place-in-line refreshes: a waiting run's position is rewritten when it reaches the front of its line
 # (FRONT_OF_LINE) or has halved since it was written, at most REFRESHES_PER_SECOND per namespace.
 FRONT_OF_LINE = 10
@@ -559,8 +560,12 @@ class Engine:
                 log.exception("housekeeping failed")
 
     async def _resync_loop(self) -> None:
+        # The first re-list comes soon after start: a deletion between the seeding list and the moment the
+        # watches started is delivered by no watch.
+        delay = min(FIRST_RESYNC_SECONDS, RESYNC_SECONDS)
         while True:
-            await asyncio.sleep(RESYNC_SECONDS)
+            await asyncio.sleep(delay)
+            delay = RESYNC_SECONDS
             try:
                 await self.resync()
             except asyncio.CancelledError:
