@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from support.kube import api_client
-from support.operator import OperatorProcess
+from support.operator import OperatorProcess, free_port
 
 LEASE = "flowrun-operator"
 
@@ -40,6 +40,7 @@ class Replica(OperatorProcess):
     ) -> None:
         directory = log_dir / identity
         directory.mkdir(parents=True, exist_ok=True)
+        self.metrics_port = free_port()
         super().__init__(
             namespaces,
             directory,
@@ -50,6 +51,7 @@ class Replica(OperatorProcess):
                 "LEADER_ELECTION_LEASE_DURATION": str(lease_duration),
                 "LEADER_ELECTION_RENEW_DEADLINE": str(renew_deadline),
                 "LEADER_ELECTION_RETRY_PERIOD": str(retry_period),
+                "METRICS_PORT": str(self.metrics_port),
                 **(env or {}),
             },
         )
@@ -60,6 +62,15 @@ class Replica(OperatorProcess):
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as response:
             body: dict[str, Any] = json.loads(response.read())
         return body
+
+    def metric(self, name: str) -> float | None:
+        """A label-less sample from the replica's /metrics (None when absent)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as response:
+            text = response.read().decode()
+        for line in text.splitlines():
+            if line.startswith(f"{name} "):
+                return float(line.split()[1])
+        return None
 
     def exit_code(self) -> int | None:
         return None if self.proc is None else self.proc.poll()
