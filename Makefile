@@ -9,7 +9,7 @@ export FLOWRUN_CACHE
 PYTEST_ARGS ?=
 
 .PHONY: help venv tools cluster-up cluster-down demo test test-unit test-integration lint crds \
-        check-crds chart-crds bench bench-lifecycle bench-limits bench-schedules kind-up kind-down run clean
+        check-crds chart-crds bench bench-lifecycle bench-limits bench-schedules bench-scale kind-up kind-down run clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 22
@@ -66,6 +66,9 @@ bench-limits: venv tools ## 1,000 runs through one limit of 10 vs a minimal feed
 
 bench-schedules: venv tools ## 50 interval schedules for 3 minutes: lateness of each run after its scheduled time
 	$(BIN)/python bench/schedules.py
+
+bench-scale: venv tools ## 10,000 runs queued behind one limit, drained; then 50,000 finished kept (SCALE_RUNS=...)
+	$(BIN)/python bench/scale.py
 
 # For users with Docker: a kind cluster with the operator image loaded and the chart installed.
 # (Not runnable on machines without a Docker engine.)
