@@ -333,9 +333,8 @@ def serve(
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        bound = sockets[0].getsockname()[1] if sockets else port
+        addresses = runner.addresses
+        bound = int(addresses[0][1]) if addresses else port
         shown = f"[{host}]" if ":" in host else host
         if host in ("127.0.0.1", "::1", "localhost"):
             dashboard.allowed_hosts.update({f"{shown}:{bound}", f"localhost:{bound}", f"127.0.0.1:{bound}"})

@@ -84,7 +84,7 @@ function stream(params, handlers) {
   source.addEventListener("open", () => setLive("on", "live"));
   source.addEventListener("error", () => setLive("off", "reconnecting"));
   for (const [kind, handler] of Object.entries(handlers)) {
-    source.addEventListener(kind, (event) => handler(JSON.parse(event.data)));
+    if (kind !== "failure") source.addEventListener(kind, (event) => handler(JSON.parse(event.data)));
   }
   source.addEventListener("failure", (event) => {
     setLive("off", "stopped");
