@@ -9,7 +9,7 @@ export FLOWRUN_CACHE
 PYTEST_ARGS ?=
 
 .PHONY: help venv tools cluster-up cluster-down demo test test-unit test-integration lint crds \
-        check-crds chart-crds bench bench-lifecycle bench-limits bench-schedules bench-scale kind-up kind-down run clean
+        check-crds chart-crds bench bench-lifecycle bench-limits bench-inspect bench-schedules bench-scale kind-up kind-down run clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 22
@@ -60,6 +60,9 @@ bench: bench-lifecycle bench-limits ## All benchmarks
 
 bench-lifecycle: venv tools ## FlowRun create->Job and create->Succeeded vs bare Jobs
 	$(BIN)/python bench/lifecycle.py
+
+bench-inspect: venv tools ## Dashboard first render (1,000 runs) and memory; client wait latency
+	$(BIN)/python bench/inspect.py
 
 bench-limits: venv tools ## 1,000 runs through one limit of 10 vs a minimal feeder loop
 	$(BIN)/python bench/limits.py
