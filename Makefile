@@ -9,7 +9,7 @@ export FLOWRUN_CACHE
 PYTEST_ARGS ?=
 
 .PHONY: help venv tools cluster-up cluster-down demo test test-unit test-integration lint crds \
-        check-crds chart-crds bench bench-lifecycle bench-limits bench-inspect bench-schedules bench-scale kind-up kind-down run clean
+        check-crds chart-crds bench bench-lifecycle bench-limits bench-inspect bench-schedules bench-scale bench-chaos kind-up kind-down run clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 22
@@ -72,6 +72,9 @@ bench-schedules: venv tools ## 50 interval schedules for 3 minutes: lateness of 
 
 bench-scale: venv tools ## 10,000 runs queued behind one limit, drained; then 50,000 finished kept (SCALE_RUNS=...)
 	$(BIN)/python bench/scale.py
+
+bench-chaos: venv tools ## 50 operator SIGKILLs during 1,000 runs through a limit; no over-admission, no loss
+	$(BIN)/python bench/chaos.py
 
 # For users with Docker: a kind cluster with the operator image loaded and the chart installed.
 # (Not runnable on machines without a Docker engine.)
