@@ -7,16 +7,17 @@ from __future__ import annotations
 import itertools
 import json
 import random
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from flowrun_operator.cli import app
 from support.flowruns import selector_limit
 from support.kube import Cluster, Kubectl, wait_for
 from support.operator import JobWatcher, OperatorProcess
@@ -80,9 +81,18 @@ def suspend(kubectl: Kubectl, namespace: str, *names: str) -> None:
         kubectl("patch", "flowschedule", name, "--type=merge", "-p", '{"spec":{"suspend":true}}', namespace=namespace)
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    binary = Path(sys.executable).parent / "kubectl-flowrun"
-    return subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=60, check=False)
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(*args: str) -> CliResult:
+    """``kubectl flowrun ARGS`` in this process (the real command against the real API server, without the
+    interpreter start-up of a subprocess); the kubeconfig is $KUBECONFIG, set by the cluster fixture."""
+    result = CliRunner().invoke(app, list(args))
+    return CliResult(result.exit_code, result.stdout, result.stderr)
 
 
 def test_interval_ticks_create_runs_on_time_and_bad_schedules_are_reported(

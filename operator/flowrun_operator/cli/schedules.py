@@ -8,6 +8,7 @@ default.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -118,6 +119,8 @@ def schedules_table(items: Sequence[dict[str, Any]], now: datetime) -> str:
 
 class Api:
     def __init__(self, kubeconfig: str | None, context: str | None, namespace: str | None) -> None:
+        # $KUBECONFIG is read now: the client library reads it once, when it is imported.
+        kubeconfig = kubeconfig or os.environ.get("KUBECONFIG") or None
         try:
             self.client = kubernetes.config.new_client_from_config(config_file=kubeconfig, context=context)
             contexts, active = kubernetes.config.list_kube_config_contexts(config_file=kubeconfig)
