@@ -178,3 +178,20 @@ def test_cli_table() -> None:
         "30m)",
     ]
     assert lines[3].split()[0] == "paused" and lines[3].split()[-1] == "suspended"
+
+
+def test_the_example_schedules_are_valid() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    from flowrun_operator.api.flowschedule import FlowSchedule
+    from flowrun_operator.scheduling.schedule import build_schedule
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "flowschedules.yaml"
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    assert [d["metadata"]["name"] for d in docs] == ["nightly-report", "sync"]
+    for doc in docs:
+        spec = FlowSchedule.model_validate(doc).spec
+        build_schedule(schedule=spec.schedule, interval=spec.interval, time_zone=spec.time_zone, anchor=T0)
+        assert not spec.flow_run_template.spec.validation_errors()
