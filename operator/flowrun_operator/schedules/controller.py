@@ -213,7 +213,11 @@ class ScheduleWorker:
             )
             await self.api.post_event(self.body, "Warning", "Skipped", message)
             self.handled_through = p.expired
-            skip: dict[str, Any] | None = {"time": format_time(p.expired), "reason": "MissedDeadline", "message": message}
+            skip: dict[str, Any] | None = {
+                "time": format_time(p.expired),
+                "reason": "MissedDeadline",
+                "message": message,
+            }
             return Due(p, skips=1 + p.missed, last_skip=skip)
 
         tick = p.run
