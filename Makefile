@@ -62,7 +62,7 @@ bench-lifecycle: venv tools ## FlowRun create->Job and create->Succeeded vs bare
 	$(BIN)/python bench/lifecycle.py
 
 bench-inspect: venv tools ## Dashboard first render (1,000 runs) and memory; client wait latency
-	$(BIN)/python bench/inspect.py
+	$(BIN)/python bench/inspection.py
 
 bench-limits: venv tools ## 1,000 runs through one limit of 10 vs a minimal feeder loop
 	$(BIN)/python bench/limits.py

@@ -1,8 +1,8 @@
 """Inspection benchmarks: the dashboard and the client's wait.
 
-    .venv/bin/python bench/inspect.py                       # ~2 min on 2 cores
-    .venv/bin/python bench/inspect.py --runs 200 --waits 20 # a smoke run
-    .venv/bin/python bench/inspect.py --screenshots docs/images   # the docs' screenshots (operator running)
+    .venv/bin/python bench/inspection.py                       # ~2 min on 2 cores
+    .venv/bin/python bench/inspection.py --runs 200 --waits 20 # a smoke run
+    .venv/bin/python bench/inspection.py --screenshots docs/images   # the docs' screenshots (operator running)
 
 Measures, on a fresh embedded control plane (or USE_EXISTING_CLUSTER=1):
 
@@ -22,21 +22,12 @@ The runs of (1) carry statuses written the same way (a mix of phases and message
 what a real namespace has. Nothing else runs on the cluster meanwhile.
 """
 
-# ruff: noqa: E402
 from __future__ import annotations
-
-import sys
-
-# This file's directory is sys.path[0] and this file is named like the standard library's `inspect`, which
-# pydantic and others import: load the real one first, then look in this directory last (for `common`).
-_HERE = sys.path.pop(0)
-import inspect as _stdlib_inspect  # noqa: F401
-
-sys.path.append(_HERE)
 
 import argparse
 import json
 import statistics
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
