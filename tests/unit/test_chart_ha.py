@@ -100,8 +100,9 @@ def test_default_runs_two_replicas_with_leader_election_and_a_rolling_update(ren
     assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     env = env_of(objects)
     assert env["LEADER_ELECT"] == "true"
-    assert (env["LEADER_ELECTION_LEASE_DURATION"], env["LEADER_ELECTION_RENEW_DEADLINE"]) == ("15", "10")
-    assert env["LEADER_ELECTION_RETRY_PERIOD"] == "2"
+    # Shorter than client-go's 15/10/2, for a takeover within 15 s; same ordering rules.
+    assert (env["LEADER_ELECTION_LEASE_DURATION"], env["LEADER_ELECTION_RENEW_DEADLINE"]) == ("8", "6")
+    assert env["LEADER_ELECTION_RETRY_PERIOD"] == "1"
     assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert env["LIVENESS_STALL_SECONDS"] == "60"
@@ -163,6 +164,23 @@ def test_several_replicas_without_leader_election_is_refused(template: Template)
     result = template({"replicas": 2, "leaderElection": {"enabled": False}})
     assert result.returncode != 0
     assert "replicas > 1 needs leaderElection.enabled=true" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("timings", "message"),
+    [
+        ((6, 6, 1), "leaseDurationSeconds must be greater than leaderElection.renewDeadlineSeconds"),
+        ((15, 2.4, 2), "renewDeadlineSeconds must be greater than 1.2 x leaderElection.retryPeriodSeconds"),
+    ],
+)
+def test_unsafe_election_timings_are_refused(
+    template: Template, timings: tuple[float, float, float], message: str
+) -> None:
+    lease, renew, retry = timings
+    election = {"leaseDurationSeconds": lease, "renewDeadlineSeconds": renew, "retryPeriodSeconds": retry}
+    result = template({"leaderElection": election})
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
 
 
 def test_election_durations_reach_the_pod(render: Callable[..., Objects]) -> None:
