@@ -204,7 +204,7 @@ def screenshots(env: BenchEnv, outdir: Path) -> None:
     """The three pages with a realistic namespace (operator running): runs, a DAG run, a limit."""
     assert env.kubeconfig is not None
     from support.flowruns import flowrun as fr
-    from support.flowruns import selector_limit, task
+    from support.flowruns import selector_limit, tag_limit, task
     from support.kube import Kubectl
 
     namespace = env.namespace("demo")
@@ -213,6 +213,7 @@ def screenshots(env: BenchEnv, outdir: Path) -> None:
     connection = Connection(str(env.kubeconfig))
     runs = FlowRuns(namespace, connection)
     kubectl.apply(selector_limit("gpu", {"team": "ml"}, 2), namespace)
+    kubectl.apply(tag_limit("db", "db", 1), namespace)
     etl = [
         task("extract", duration=1.0, tags=["db"]),
         task("clean", duration=1.5, dependsOn=["extract"]),
@@ -250,8 +251,12 @@ def screenshots(env: BenchEnv, outdir: Path) -> None:
                     raise TimeoutError(page)
                 time.sleep(0.1)
             time.sleep(1.0)
-            height = driver.execute_script("return document.documentElement.scrollHeight")
-            driver.set_window_size(1400, min(max(int(height) + 20, 600), 1600))
+            for _ in range(3):  # the window's chrome takes a share of the height: converge on the page's
+                inner = driver.execute_script("return window.innerHeight")
+                height = driver.execute_script("return document.documentElement.scrollHeight")
+                outer = driver.get_window_size()["height"]
+                driver.set_window_size(1400, min(int(height) + outer - int(inner), 1700))
+                time.sleep(0.3)
             target = outdir / f"dashboard-{page}.png"
             driver.save_screenshot(str(target))
             env.log(f"wrote {target}")

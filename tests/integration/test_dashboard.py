@@ -74,14 +74,12 @@ def test_runs_page_shows_a_new_run_without_a_reload(
     until(browser, lambda d: "after" in texts(d, "#runs tr", "data-name"), message="the new run in the table")
     until(
         browser,
-        lambda d: (
-            d.find_element(By.CSS_SELECTOR, '#runs tr[data-name="after"]').get_attribute("data-phase") == "Succeeded"
-        ),
+        lambda d: texts(d, '#runs tr[data-name="after"]', "data-phase") == ["Succeeded"],
         message="the new run's phase to reach Succeeded on the page",
     )
     assert browser.execute_script("return window.__sameDocument") == 42
     assert browser.execute_script("return performance.getEntriesByType('navigation').length") == 1
-    row = browser.find_element(By.CSS_SELECTOR, '#runs tr[data-name="after"]').text
+    (row,) = texts(browser, '#runs tr[data-name="after"]')
     assert "report" in row and "team=ml" in row
 
     # Filters go to the API server as selectors; the table shows only what matches.

@@ -271,7 +271,7 @@ function gantt(run, attempts, nowIso) {
     t1 = Math.max(t1, end);
   }
   if (run.completionTime) t1 = Math.max(t1, parseTime(run.completionTime));
-  const left = 170, right = 30, top = 26, rowHeight = 30, width = 1000;
+  const left = 170, right = 110, top = 26, rowHeight = 30, width = 1000;
   const height = top + order.length * rowHeight + 10;
   const scale = (t) => left + ((t - t0) / Math.max(1, t1 - t0)) * (width - left - right);
   const svg = s("svg", { class: "gantt", id: "gantt", viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": "timeline of the task runs" });
@@ -377,7 +377,7 @@ function runPage(main, namespace, name) {
       h("tr", { "data-task": t.name }, h("td", {}, t.name), h("td", {}, phaseBadge(t.phase)), h("td", {}, t.attempt ?? "-"), h("td", {}, `${t.retries}`), h("td", {}, t.dependsOn.join(", ") || "-"), h("td", {}, t.tags.map((x) => h("span", { class: "label" }, x))), h("td", { class: "msg" }, t.message || "")));
     body.replaceChildren(
       h("h1", {}, run.name),
-      h("div", { class: "card" }, h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])), actions.length ? h("div", { class: "actions" }, actions) : null),
+      h("div", { class: "card" }, h("dl", { class: "facts" }, facts.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])), actions.length ? h("div", { class: "actions" }, actions) : null),
       h("h2", {}, run.hasTasks ? "Timeline of the task runs" : "Timeline"),
       gantt(run, data.attempts, data.now),
       h("h2", {}, "Task runs"),
