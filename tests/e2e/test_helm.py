@@ -452,7 +452,11 @@ def test_watch_namespaces_roles_are_enough(
     kubectl("get", "role", service_account, namespace=namespace)
 
     sa_kubeconfig = service_account_kubeconfig_for(kubectl, kubeconfig, service_account, namespace, tmp_path)
-    operator = start_operator(sa_kubeconfig, tmp_path / "operator.log", [], env={"WATCH_NAMESPACES": namespace})
+    # With leader election, as the chart's Deployment runs it: the Lease Role in the release namespace.
+    election = {"LEADER_ELECT": "true", "POD_NAME": f"{release}-0", "POD_NAMESPACE": namespace}
+    operator = start_operator(
+        sa_kubeconfig, tmp_path / "operator.log", [], env={"WATCH_NAMESPACES": namespace, **election}
+    )
     try:
         runs = {"solo-0", "solo-1"}
         kubectl.apply([flowrun(name, duration=1) for name in sorted(runs)], namespace=namespace)
@@ -461,6 +465,9 @@ def test_watch_namespaces_roles_are_enough(
         )
         assert final == dict.fromkeys(runs, "Succeeded")
         assert operator.process.poll() is None, f"the operator exited:\n{operator.log()[-5000:]}"
+        assert "became leader" in operator.log()
+        holder = kubectl.json("get", "lease", "flowrun-operator", namespace=namespace)["spec"]["holderIdentity"]
+        assert holder == f"{release}-0"
     finally:
         operator.stop()
     assert_no_permission_errors(operator.log())
