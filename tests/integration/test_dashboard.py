@@ -173,6 +173,7 @@ def test_limit_page_lists_waiters_in_admission_order(
     runs: FlowRuns,
     kubectl: Kubectl,
     namespace: str,
+    cluster: Cluster,
 ) -> None:
     ml = {"team": "ml"}
     kubectl.apply(selector_limit("gpu", ml, 1), namespace)
@@ -211,8 +212,22 @@ def test_limit_page_lists_waiters_in_admission_order(
     assert texts(browser, '[data-limit="gpu"] .in-use') == ["1/1"]
     assert texts(browser, '[data-limit="gpu"] ul.holders li') == ["holder"]
 
-    # The holder finishes: b is admitted and leaves the line on the page.
-    runs.cancel("holder")
+    # The holder is cancelled with the Cancel button of a dashboard started with --allow-writes, in a second
+    # tab; b is admitted and leaves the line on the first tab's page.
+    limits_tab = browser.current_window_handle
+    writer = DashboardProcess(cluster.kubeconfig, "--allow-writes")
+    writer.start()
+    try:
+        browser.switch_to.new_window("tab")
+        browser.get(f"{writer.url}runs/{namespace}/holder")
+        until(browser, lambda d: d.find_elements(By.ID, "cancel"), message="the Cancel button")
+        assert browser.find_elements(By.ID, "retry") == []  # only a Failed run can be retried
+        browser.find_element(By.ID, "cancel").click()
+        assert runs.wait("holder", timeout=TIMEOUT).phase == "Cancelled"
+        browser.close()
+    finally:
+        browser.switch_to.window(limits_tab)
+        writer.stop()
     until(
         browser,
         lambda d: texts(d, '[data-limit="gpu"] table.waiting tbody tr', "data-run") == ["c", "a"],

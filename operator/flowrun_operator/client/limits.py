@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from flowrun_operator.api.common import GROUP, LIMIT_PLURAL, VERSION
 from flowrun_operator.client.connection import REQUEST_TIMEOUT, Connection
 from flowrun_operator.client.flowruns import FlowRuns
@@ -42,7 +40,3 @@ class ConcurrencyLimits:
         pending = self._unfinished_runs() if runs is None else runs
         views = [LimitView.from_api(obj, pending) for obj in result.get("items") or []]
         return sorted(views, key=lambda v: v.name)
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
