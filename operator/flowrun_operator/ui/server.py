@@ -292,7 +292,6 @@ async def _headers(request: web.Request, response: web.StreamResponse) -> None:
 def create_app(dashboard: Dashboard) -> web.Application:
     app = web.Application(middlewares=[host_check(dashboard.allowed_hosts), errors_middleware])
     app.on_response_prepare.append(_headers)
-    app["dashboard"] = dashboard
     routes = [
         web.get("/", dashboard.page),
         web.get("/runs", dashboard.page),
@@ -300,7 +299,7 @@ def create_app(dashboard: Dashboard) -> web.Application:
         web.get("/limits", dashboard.page),
         web.get("/limits/{namespace}/{name}", dashboard.page),
         web.get("/static/{file}", dashboard.static),
-        web.get("/healthz", lambda _: _ok()),
+        web.get("/healthz", _ok),
         web.get("/api/config", dashboard.config),
         web.get("/api/runs/stream", dashboard.stream),
         web.get("/api/runs/{namespace}/{name}", dashboard.run_detail),
@@ -312,7 +311,7 @@ def create_app(dashboard: Dashboard) -> web.Application:
     return app
 
 
-async def _ok() -> web.Response:
+async def _ok(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
