@@ -11,15 +11,20 @@ history is capped at 2 succeeded runs per schedule, so deletions are part of the
 - creationTimestamp: the API server's creation time minus the scheduled time (whole seconds: 0 s means created
   within the same second as its time).
 
-Also checked: every scheduled time in the window got exactly one run (no duplicate, none missing).
+Also checked: every scheduled time in the window got exactly one run (no duplicate, none missing). Where the
+time goes inside the operator comes from its Prometheus histograms (scheduled time -> its timer fired, and ->
+its create call returned).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import socket
 import sys
 import threading
 import time
+import urllib.request
 from datetime import UTC, datetime
 from typing import Any
 
@@ -59,6 +64,17 @@ def schedule(name: str, interval: int, pod_seconds: float) -> dict[str, Any]:
     }
 
 
+def histogram_shares(text: str, name: str) -> list[tuple[str, float]]:
+    """(upper bound, share of observations at or under it) from a Prometheus histogram's cumulative buckets."""
+    buckets: list[tuple[str, float]] = []
+    for line in text.splitlines():
+        if line.startswith(f"{name}_bucket{{"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((bound, float(line.rsplit(" ", 1)[1])))
+    total = buckets[-1][1] if buckets else 0.0
+    return [(bound, count / total if total else float("nan")) for bound, count in buckets]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--schedules", type=int, default=50)
@@ -80,6 +96,11 @@ def main(argv: list[str] | None = None) -> int:
             return
         with lock:
             seen.setdefault(meta["name"], (schedule_name, parse(tick), parse(meta["creationTimestamp"]), received))
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        metrics_port = int(sock.getsockname()[1])
+    os.environ["METRICS_PORT"] = str(metrics_port)  # the operator subprocess inherits it
 
     with BenchEnv("schedules") as env:
         namespace = env.namespace("schedules")
@@ -109,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
             time.sleep(3)  # the runs of the last times arrive through the watch
             cpu_seconds = sum(process.cpu_times()[:2]) - cpu_before
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
+                metrics_text = response.read().decode()
             watcher.check()
         tracebacks = operator.tracebacks()
 
@@ -155,6 +178,19 @@ def main(argv: list[str] | None = None) -> int:
         f"duplicates: {duplicates}\noperator CPU: {cpu_seconds:.1f} s over {args.minutes:g} min "
         f"({cpu_seconds / max(1, len(in_window)) * 1000:.0f} ms per run, admission included), "
         f"tracebacks in its log: {tracebacks}"
+    )
+    bounds = ("0.01", "0.05", "0.1", "0.25", "0.5", "1.0", "2.5")
+    shares = {
+        label: dict(histogram_shares(metrics_text, name))
+        for label, name in (
+            ("timer fired", "flowrun_schedule_timer_lateness_seconds"),
+            ("create returned", "flowrun_schedule_create_lateness_seconds"),
+        )
+    }
+    text += "\n\n" + table(
+        "Inside the operator (its histograms): share of scheduled times ...",
+        ("scheduled time ->", *(f"<= {float(b) * 1000:.0f} ms" for b in bounds)),
+        [[label, *(f"{found.get(b, float('nan')) * 100:.1f}%" for b in bounds)] for label, found in shares.items()],
     )
     print(text, flush=True)
     return 1 if missing or duplicates or tracebacks else 0

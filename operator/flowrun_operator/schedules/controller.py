@@ -16,11 +16,13 @@ import contextlib
 import logging
 import os
 import random
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from prometheus_client import Histogram
 from pydantic import ValidationError
 
 from flowrun_operator.api.common import (
@@ -54,6 +56,18 @@ WAKE_SLACK = 0.002
 MAX_BACKOFF = 30.0
 
 Key = tuple[str, str]
+
+_LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0)
+TIMER_LATENESS = Histogram(
+    "flowrun_schedule_timer_lateness_seconds",
+    "Time from a scheduled time to the schedule's task acting on it (catch-up runs excluded).",
+    buckets=_LATENESS_BUCKETS,
+)
+CREATE_LATENESS = Histogram(
+    "flowrun_schedule_create_lateness_seconds",
+    "Time from a scheduled time to its FlowRun's create call returning (catch-up runs excluded).",
+    buckets=_LATENESS_BUCKETS,
+)
 
 
 def _now() -> datetime:
@@ -255,6 +269,9 @@ class ScheduleWorker:
             return Due(p, skips=1 + p.missed, last_skip=skip)
         if FAULT == "exit-after-create":
             os._exit(3)
+        if not p.missed:
+            TIMER_LATENESS.observe((now - tick).total_seconds())
+            CREATE_LATENESS.observe((_now() - tick).total_seconds())
         info = run_info(created)
         if info is not None:
             self.runs[info.name] = info
@@ -372,7 +389,12 @@ def _same(stored: Any, wanted: Any) -> bool:
 
 
 class ScheduleController:
-    """All schedules of the watched namespaces, fed by watch events."""
+    """All schedules of the watched namespaces, fed by watch events.
+
+    After ``start()`` the schedules' tasks run on an event loop in a thread of their own, so a busy admission
+    engine on the operator's main loop does not delay their timers; ``on_schedule`` and ``on_run`` may then be
+    called from any thread. Without ``start()`` everything runs on the caller's loop.
+    """
 
     def __init__(self, api: ScheduleApi, namespaces: Iterable[str] | None = None) -> None:
         self.api = api
@@ -380,6 +402,37 @@ class ScheduleController:
         self.workers: dict[Key, ScheduleWorker] = {}
         # Runs seen before their schedule: handed to its worker when it appears.
         self.orphans: dict[Key, dict[str, RunInfo]] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        loop = asyncio.new_event_loop()
+        self.loop = loop
+        self.thread = threading.Thread(target=loop.run_forever, name="flowschedules", daemon=True)
+        self.thread.start()
+
+    def _call(self, fn: Callable[[str | None, dict[str, Any]], None], event_type: str | None, body: Any) -> None:
+        if self.loop is None:
+            fn(event_type, body)
+        else:
+            self.loop.call_soon_threadsafe(fn, event_type, body)
+
+    def on_schedule(self, event_type: str | None, body: dict[str, Any]) -> None:
+        self._call(self._on_schedule, event_type, body)
+
+    def on_run(self, event_type: str | None, body: dict[str, Any]) -> None:
+        self._call(self._on_run, event_type, body)
+
+    async def stop(self) -> None:
+        if self.loop is None:
+            await self._stop_workers()
+            return
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._stop_workers(), self.loop))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        if self.thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.thread.join, 5)
+        self.loop.close()
+        self.loop = None
 
     async def seed(self) -> None:
         """Read every scheduled run once before the watches start, so the first decisions see them all."""
@@ -389,7 +442,7 @@ class ScheduleController:
                 ns = str(item["metadata"].get("namespace"))
                 self.orphans.setdefault((ns, info.schedule), {})[info.name] = info
 
-    def on_schedule(self, event_type: str | None, body: dict[str, Any]) -> None:
+    def _on_schedule(self, event_type: str | None, body: dict[str, Any]) -> None:
         meta = body.get("metadata") or {}
         key = (str(meta.get("namespace")), str(meta.get("name")))
         worker = self.workers.get(key)
@@ -412,7 +465,7 @@ class ScheduleController:
         worker.body = body
         worker.wake.set()
 
-    def on_run(self, event_type: str | None, body: dict[str, Any]) -> None:
+    def _on_run(self, event_type: str | None, body: dict[str, Any]) -> None:
         info = run_info(body)
         if info is None:
             return
@@ -431,7 +484,7 @@ class ScheduleController:
         if event_type == "DELETED" or previous is None or previous.finished != info.finished:
             worker.wake.set()
 
-    async def stop(self) -> None:
+    async def _stop_workers(self) -> None:
         workers = list(self.workers.values())
         self.workers.clear()
         await asyncio.gather(*(w.stop() for w in workers), return_exceptions=True)

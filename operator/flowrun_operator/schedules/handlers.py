@@ -25,6 +25,7 @@ async def start_schedules(memo: kopf.Memo, **_: Any) -> None:
     controller = ScheduleController(ScheduleApi(), memo.get("namespaces") or None)
     # Every scheduled run is known before the first schedule acts, so a restart repeats no time.
     await controller.seed()
+    controller.start()
     memo[MEMO_KEY] = controller
 
 
