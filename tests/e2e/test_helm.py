@@ -319,10 +319,16 @@ def test_chart_install_limit_upgrade_uninstall(
         ("delete", "jobs.batch"),
         ("create", "events"),
         ("create", "events.events.k8s.io"),
+        # FlowSchedules: their runs are created (and, with concurrencyPolicy Replace, cancelled) by the operator.
+        ("create", "flowruns.flowrun.io"),
+        ("patch", "flowruns.flowrun.io"),
+        ("watch", "flowschedules.flowrun.io"),
+        ("patch", "flowschedules.flowrun.io/status"),
     ]
     denied = [
-        ("create", "flowruns.flowrun.io"),
         ("update", "flowruns.flowrun.io"),
+        ("create", "flowschedules.flowrun.io"),
+        ("patch", "flowschedules.flowrun.io"),
         ("create", "concurrencylimits.flowrun.io"),
         ("get", "pods"),
         ("get", "pods/log"),
