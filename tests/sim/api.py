@@ -22,7 +22,6 @@ on the write itself, and recorded as violations.
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -84,6 +83,7 @@ class JobRecord:
     created: float
     pod: Pod
     incarnation: int | None
+    created_rv: int = 0
     deadline: float | None = None
     outcome: str | None = None  # Complete | Failed (a condition is set)
     reason: str = ""
@@ -108,10 +108,15 @@ class NoFaults:
         return 0.0
 
 
+def clone(obj: Any) -> Any:
+    """A deep copy of a JSON-like object (what the API server hands out: never a shared reference)."""
+    return json.loads(json.dumps(obj))
+
+
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386 JSON merge patch."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return clone(patch)
     result = dict(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
@@ -161,7 +166,9 @@ class FakeApi:
         self.subscribers: list[Callable[[str, str, Obj], None]] = []
         self.violations: list[str] = []
         self.events: list[tuple[float, str, str, str, str]] = []  # time, uid, type, reason, message
-        self.writes: dict[str, list[StoredWrite]] = {}  # run uid -> stored writes that changed a phase
+        self.writes: dict[str, list[StoredWrite]] = {}  # run uid -> its stored status writes
+        self.final_events: set[tuple[str, str]] = set()
+        self.spec_rv: dict[tuple[str, int], int] = {}  # (limit uid, generation) -> resourceVersion of that spec
         self.pod_scripts: Callable[[str, str | None, int], PodScript] = lambda run, task, attempt: PodScript()
         self.grace = 5.0  # termination grace period of pods
         self.controller_delay = 0.05
@@ -202,7 +209,7 @@ class FakeApi:
 
     def _emit(self, kind: str, event: str, obj: Obj) -> None:
         for subscriber in self.subscribers:
-            subscriber(kind, event, copy.deepcopy(obj))
+            subscriber(kind, event, clone(obj))
 
     def _at(self, when: float, callback: Callable[[], None]) -> None:
         handle = self.loop.call_at(when, callback, context=_harness_context())
@@ -250,7 +257,7 @@ class FakeApi:
         scope = set(namespaces) if namespaces else None
 
         def items(kind: str) -> list[Obj]:
-            found = [copy.deepcopy(o) for (ns, _), o in sorted(self.objects[kind].items()) if not scope or ns in scope]
+            found = [clone(o) for (ns, _), o in sorted(self.objects[kind].items()) if not scope or ns in scope]
             if kind == JOBS:
                 found = [o for o in found if RUN_LABEL in (o["metadata"].get("labels") or {})]
             return found
@@ -263,7 +270,7 @@ class FakeApi:
     async def get_object(self, plural: str, namespace: str, name: str) -> Obj | None:
         fault = await self._enter("get", name)
         found = self.objects[plural].get((namespace, name))
-        result = copy.deepcopy(found) if found is not None else None
+        result = clone(found) if found is not None else None
         await self._leave(fault, "get")
         return result
 
@@ -301,7 +308,7 @@ class FakeApi:
             if plural == FLOWRUNS:
                 self._check_status_write(stored, old_status, new_status)
             self._emit(plural, "MODIFIED", stored)
-        result = copy.deepcopy(stored)
+        result = clone(stored)
         await self._leave(fault, "patch_status")
         return result
 
@@ -329,7 +336,7 @@ class FakeApi:
     # --------------------------------------------------------------------------- user (kubectl) actions
 
     def _new_meta(self, meta: Obj, prefix: str) -> Obj:
-        out = copy.deepcopy(meta)
+        out = clone(meta)
         out["uid"] = self._uid(prefix)
         out["creationTimestamp"] = timestamp(self.now)
         out["generation"] = 1
@@ -341,10 +348,11 @@ class FakeApi:
         key = (meta["namespace"], meta["name"])
         if key in self.objects[kind]:
             raise ValueError(f"{kind} {key} exists")
-        obj = copy.deepcopy(body)
+        obj = clone(body)
         obj["metadata"] = self._new_meta(meta, "run" if kind == FLOWRUNS else "limit")
         obj.setdefault("status", {})
         self.objects[kind][key] = obj
+        self.spec_rv[(obj["metadata"]["uid"], 1)] = self.rv
         self._emit(kind, "ADDED", obj)
         return obj
 
@@ -358,6 +366,7 @@ class FakeApi:
         stored["spec"] = spec
         stored["metadata"]["generation"] = int(stored["metadata"]["generation"]) + 1
         stored["metadata"]["resourceVersion"] = self._next_rv()
+        self.spec_rv[(stored["metadata"]["uid"], stored["metadata"]["generation"])] = self.rv
         self._emit(kind, "MODIFIED", stored)
         return stored
 
@@ -390,7 +399,7 @@ class FakeApi:
     # ---------------------------------------------------------------------------------------- Jobs
 
     def _create_job(self, namespace: str, body: Obj) -> Obj:
-        job = copy.deepcopy(body)
+        job = clone(body)
         meta = job.setdefault("metadata", {})
         meta["namespace"] = namespace
         job["metadata"] = self._new_meta(meta, "job")
@@ -418,6 +427,7 @@ class FakeApi:
             incarnation=OWNER.get(),
             deadline=self.now + float(deadline) if deadline else None,
         )
+        record.created_rv = int(job["metadata"]["resourceVersion"])
         self._check_creation(record)
         self.objects[JOBS][record.key] = job
         self.jobs.append(record)
@@ -430,7 +440,7 @@ class FakeApi:
         self._sync_later(record)
         if not any(o["metadata"]["uid"] == record.owner_uid for o in self.objects[FLOWRUNS].values()):
             self._at(self.now + self.gc_delay, self._collect_garbage)
-        return copy.deepcopy(job)
+        return clone(job)
 
     def _pod_starts(self, record: JobRecord, ends_at: float) -> None:
         if record.pod.state != "Pending":
@@ -638,6 +648,10 @@ class FakeApi:
                 before = self.label_holders(spec, namespace)
                 if (record.owner_uid or record.run) in before:
                     continue  # the run holds this slot already (another task of the same run)
+                admitted = min((r.created_rv for r in self.jobs if r.owner_uid == record.owner_uid), default=None)
+                meta = limit["metadata"]
+                if admitted is not None and admitted < self.spec_rv.get((meta["uid"], meta["generation"]), 0):
+                    continue  # the run was admitted before this limit (value) existed: it keeps its slot
                 after = len(before) + 1
             else:
                 continue
@@ -678,32 +692,30 @@ class FakeApi:
                 )
             if int(task.get("attempt") or 0) < int(before.get("attempt") or 0):
                 self.violate("no-status-regression", f"run {name} task {task.get('name')}: attempt decreased")
-        changed_tasks = [
-            str(t["phase"])
-            for t in new.get("taskRuns") or []
-            if t.get("phase") and t.get("phase") != (old_tasks.get(t.get("name")) or {}).get("phase")
-        ]
-        if new_phase != old_phase or changed_tasks:
-            self._record_write(uid, new_phase if new_phase != old_phase else None, changed_tasks)
-
-    def _record_write(self, uid: str, run_phase: str | None, task_phases: list[str]) -> None:
-        self.writes.setdefault(uid, []).append(StoredWrite(self.now, run_phase, tuple(task_phases)))
+        self.writes.setdefault(uid, []).append(
+            StoredWrite(self.now, new_phase, tuple(str(t.get("phase")) for t in new.get("taskRuns") or []))
+        )
 
     def _check_event(self, uid: str, reason: str, obj: Obj) -> None:
         """An Event announcing a phase must follow a stored write that reached that phase (or went past it:
-        an intermediate status replaced before it was sent may have its Event travel with the newer one),
-        and each stored write backs at most one Event of each reason: never before the write, never twice."""
+        an intermediate status replaced before it was sent may have its Event travel with the newer one);
+        each stored write backs at most one Event of each reason (per task, for task Events), and a run's
+        final phase is announced once: never before the write, never twice."""
         task_event = reason.startswith("Task")
         phase = reason[4:] if task_event else reason
         if phase not in RANK or obj.get("kind") not in (None, "FlowRun"):
             return
+        name = (obj.get("metadata") or {}).get("name")
+        if not task_event and RANK[phase] == 4:
+            if (uid, reason) in self.final_events:
+                self.violate("events-after-write", f"Event {reason} for run {name} posted twice")
+            self.final_events.add((uid, reason))
         for write in reversed(self.writes.get(uid, [])):
             reached = write.task_phases if task_event else (write.run_phase,)
             # One Event per task (for task Events) or per run that reached the phase in this write.
             if sum(1 for p in reached if p and _reaches(p, phase)) > write.claimed.get(reason, 0):
                 write.claimed[reason] = write.claimed.get(reason, 0) + 1
                 return
-        name = (obj.get("metadata") or {}).get("name")
         stored = [w.run_phase for w in self.writes.get(uid, [])]
         self.violate(
             "events-after-write",

@@ -18,7 +18,7 @@ _COMMON = settings(
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-settings.register_profile("ci", _COMMON, max_examples=int(os.environ.get("SIM_EXAMPLES", "400")))
+settings.register_profile("ci", _COMMON, max_examples=int(os.environ.get("SIM_EXAMPLES", "450")))
 settings.register_profile("long", _COMMON, max_examples=int(os.environ.get("SIM_EXAMPLES", "20000")))
 settings.load_profile(os.environ.get("SIM_PROFILE", "ci"))
 

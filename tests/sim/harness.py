@@ -41,12 +41,15 @@ from sim.api import (
     Key,
     Obj,
     PodScript,
+    clone,
     selector_matches,
 )
 from sim.scenario import Action, RunDef, Scenario
 from sim.vloop import OWNER, SimClock, VirtualTimeLoop
 
-QUIET_SECONDS = 120.0  # quiescence: nothing changed in the API for this long and nothing is due
+# Quiescence: nothing changed in the API for this long and nothing is due (longer than the engine's longest
+# backoff, 60 s, so a retry it has scheduled shows up first).
+QUIET_SECONDS = 75.0
 SETTLE_LIMIT_SECONDS = 3000.0  # a scenario that has not quiesced by then is stuck (liveness)
 MAX_CRASHES = 3
 
@@ -161,16 +164,10 @@ class Watches:
         """A Kopf watcher (re)starting: every present object arrives as an event of type None."""
         self.up[kind] = True
         for _, obj in sorted(self.h.api.objects[kind].items()):
-            self._enqueue(kind, None, _copy(obj))
+            self._enqueue(kind, None, clone(obj))
 
     def pending(self) -> bool:
         return bool(self.queues)
-
-
-def _copy(obj: Obj) -> Obj:
-    import copy
-
-    return copy.deepcopy(obj)
 
 
 @dataclass

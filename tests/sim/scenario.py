@@ -133,6 +133,27 @@ class Scenario:
     def describe(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, default=str)
 
+    @classmethod
+    def from_json(cls, text: str) -> Scenario:
+        data = json.loads(text)
+
+        def run(r: dict[str, Any]) -> RunDef:
+            tasks = r.pop("tasks")
+            return RunDef(
+                **r,
+                tasks=tuple(TaskDef(t["name"], tuple(t["depends_on"]), tuple(t["tags"]), t["retries"]) for t in tasks)
+                if tasks
+                else None,
+            )
+
+        return cls(
+            runs=tuple(run(r) for r in data.pop("runs")),
+            limits=tuple(LimitDef(**limit) for limit in data.pop("limits")),
+            actions=tuple(Action(**a) for a in data.pop("actions")),
+            fault_kinds=tuple(data.pop("fault_kinds")),
+            **data,
+        )
+
 
 # ------------------------------------------------------------------------------------ strategies
 
