@@ -108,15 +108,16 @@ class NoFaults:
         return 0.0
 
 
-def clone(obj: Any) -> Any:
-    """A deep copy of a JSON-like object (what the API server hands out: never a shared reference)."""
-    return json.loads(json.dumps(obj))
+def clone(obj: Obj) -> Obj:
+    """A deep copy of an object (what the API server hands out: never a shared reference)."""
+    copied: Obj = json.loads(json.dumps(obj))
+    return copied
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386 JSON merge patch."""
     if not isinstance(patch, dict):
-        return clone(patch)
+        return json.loads(json.dumps(patch))
     result = dict(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
