@@ -74,7 +74,9 @@ class Engine:
         self._listing = False
         self._tombstones: dict[tuple[str, str, str], int] = {}
         self._backoff = Backoff()
-        self._wakeup: asyncio.Event | None = None
+        self._wakeups: dict[str, asyncio.Event] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._started = False
         self._writer: StatusWriter | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
@@ -96,27 +98,34 @@ class Engine:
     def _loop_time(self) -> float:
         return asyncio.get_running_loop().time()
 
-    def _signal(self) -> None:
+    def _signal(self, namespace: str) -> None:
         if self._marked_at is None:
             with contextlib.suppress(RuntimeError):
                 self._marked_at = self._loop_time()
-        if self._wakeup is not None:
-            self._wakeup.set()
+        if not self._started:
+            return
+        wakeup = self._wakeups.get(namespace)
+        if wakeup is None:
+            # One worker per namespace: its limits' decisions are serialized, and a slow call in one
+            # namespace never holds up admission in another.
+            wakeup = self._wakeups[namespace] = asyncio.Event()
+            self._workers[namespace] = asyncio.create_task(self._worker(namespace), name=f"flowrun-engine-{namespace}")
+        wakeup.set()
 
     def mark_run(self, namespace: str, name: str) -> None:
         self._dirty_runs[namespace].add(name)
-        self._signal()
+        self._signal(namespace)
 
     def mark_limit(self, namespace: str, name: str) -> None:
         self._dirty_limits[namespace].add(name)
-        self._signal()
+        self._signal(namespace)
 
     def _mark_all(self, view: NamespaceView) -> None:
         for name in view.run_names():
             self._dirty_runs[view.name].add(name)
         for name in view.limits:
             self._dirty_limits[view.name].add(name)
-        self._signal()
+        self._signal(view.name)
 
     @staticmethod
     def _key(obj: dict[str, Any]) -> tuple[str, str, str]:
@@ -146,7 +155,7 @@ class Engine:
         if event_type == "DELETED":
             if self._listing:
                 self._tombstones[("job", namespace, name)] = version_of(obj)
-            run = view.drop_job(name)
+            run = view.drop_job(name, obj)
         else:
             run = view.put_job(obj)
         if run is not None:
@@ -242,7 +251,9 @@ class Engine:
                 view.drop_limit(name)
                 self._rematch(view)
             for name in [
-                n for n, j in view.jobs.items() if n not in seen.get("job", ()) and _rv(j.resource_version) <= listed_rv
+                n
+                for n, j in view.jobs.items()
+                if n not in seen.get("job", ()) and not j.gone and _rv(j.resource_version) <= listed_rv
             ]:
                 run = view.drop_job(name)
                 if run is not None:
@@ -256,23 +267,25 @@ class Engine:
                 self.mark_run(namespace, name)
 
     def start(self) -> None:
-        self._wakeup = asyncio.Event()
+        self._started = True
         self._last_progress = self._loop_time()
         self._writer = StatusWriter(self._write_status, self._write_done)
         self._tasks = [
-            asyncio.create_task(self._worker(), name="flowrun-engine"),
             asyncio.create_task(self._housekeeping(), name="flowrun-housekeeping"),
             asyncio.create_task(self._resync_loop(), name="flowrun-resync"),
         ]
-        if any(self._dirty_runs.values()) or any(self._dirty_limits.values()):
-            self._wakeup.set()
+        for namespace in sorted(set(self._dirty_runs) | set(self._dirty_limits)):
+            self._signal(namespace)
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        self._started = False
+        for task in [*self._tasks, *self._workers.values()]:
             task.cancel()
-        for task in self._tasks:
+        for task in [*self._tasks, *self._workers.values()]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self._workers.clear()
+        self._wakeups.clear()
         for _, handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
@@ -302,42 +315,40 @@ class Engine:
 
     # ----------------------------------------------------------------------------------- worker
 
-    async def _worker(self) -> None:
-        assert self._wakeup is not None
+    async def _worker(self, namespace: str) -> None:
+        wakeup = self._wakeups[namespace]
         while True:
-            await self._wakeup.wait()
+            await wakeup.wait()
             await asyncio.sleep(BATCH_SECONDS)
-            self._wakeup.clear()
+            wakeup.clear()
             if not self._ready:
                 continue
             self._marked_at = None
-            namespaces = sorted(set(self._dirty_runs) | set(self._dirty_limits) | set(self._refresh))
-            for namespace in namespaces:
-                runs = self._dirty_runs.pop(namespace, set())
-                limits = self._dirty_limits.pop(namespace, set())
-                refresh = self._refresh.pop(namespace, set())
-                if not (runs or limits or refresh):
-                    continue
-                started = self._loop_time()
-                try:
-                    await self._round(namespace, runs, limits, refresh)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    self.errors += 1
-                    log.exception("engine round for namespace %s failed; retrying its keys", namespace)
-                    delay = self._backoff.next_delay(("round", namespace))
-                    for run in runs:
-                        self._mark_later(namespace, run, delay)
-                    for limit in limits:
-                        self._dirty_limits[namespace].add(limit)
-                else:
-                    self._backoff.reset(("round", namespace))
-                self.rounds += 1
-                metrics.ROUND_SECONDS.observe(self._loop_time() - started)
-                metrics.KEYS_PROCESSED.labels("run").inc(len(runs) + len(refresh))
-                metrics.KEYS_PROCESSED.labels("limit").inc(len(limits))
-                self._last_progress = self._loop_time()
+            runs = self._dirty_runs.pop(namespace, set())
+            limits = self._dirty_limits.pop(namespace, set())
+            refresh = self._refresh.pop(namespace, set())
+            if not (runs or limits or refresh):
+                continue
+            started = self._loop_time()
+            try:
+                await self._round(namespace, runs, limits, refresh)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.errors += 1
+                log.exception("engine round for namespace %s failed; retrying its keys", namespace)
+                delay = self._backoff.next_delay(("round", namespace))
+                for run in runs:
+                    self._mark_later(namespace, run, delay)
+                for limit in limits:
+                    self._dirty_limits[namespace].add(limit)
+            else:
+                self._backoff.reset(("round", namespace))
+            self.rounds += 1
+            metrics.ROUND_SECONDS.observe(self._loop_time() - started)
+            metrics.KEYS_PROCESSED.labels("run").inc(len(runs) + len(refresh))
+            metrics.KEYS_PROCESSED.labels("limit").inc(len(limits))
+            self._last_progress = self._loop_time()
 
     async def _round(self, namespace: str, runs: set[str], limits: set[str], refresh: set[str]) -> None:
         view = self.view(namespace)
@@ -649,8 +660,8 @@ class Engine:
             seen.add((namespace, run))
             self._refresh[namespace].add(run)
             budget -= 1
-        if seen:
-            self._signal()
+        for namespace in {ns for ns, _ in seen}:
+            self._signal(namespace)
 
     def _export_gauges(self) -> None:
         for namespace, view in self.views.items():

@@ -179,6 +179,13 @@ class Round:
             share = self.view.shares.get(run, Share())
             entries = _unit_entries(self.view, record, admitted)
             self.actions.limits_touched |= self.view.set_share(run, Share(share.held, share.waiting | entries))
+        # Tagged tasks that no tag limit matches start at once, like runs that match no label limit.
+        for run, observation in self.observations.items():
+            if observation.terminal is not None or not (observation.admitted or run in self.admitted_runs):
+                continue
+            for state in observation.units:
+                if state.wants_attempt is not None and state.unit.tags and not self.view.match_tags(state.unit.tags):
+                    self.admitted_units.add(state.unit.request_key(run))
         self._admit_tag_heads()
         for run in sorted(set(self.observations) | self.admitted_runs):
             try:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -167,7 +167,7 @@ EMPTY_SHARE = Share()
 def holds(job: JobInfo) -> bool:
     """A Job holds its slots while its pods may still run: until it finishes, or, once deleted, until it is
     gone (foreground deletion keeps it while its pods terminate)."""
-    return job.unfinished or job.deleting
+    return not job.gone and (job.unfinished or job.deleting)
 
 
 class NamespaceView:
@@ -305,6 +305,7 @@ class NamespaceView:
         self._count(self.run_phase(name), None)
         self.runs.pop(name, None)
         self.finished.pop(name, None)
+        self._forget_gone_jobs(name)
 
     def assume_status(self, name: str, status: dict[str, Any]) -> RunRecord | None:
         """A status the operator is writing: decisions see it at once, before the API server confirms it."""
@@ -352,7 +353,12 @@ class NamespaceView:
         )
         del self.runs[name]
         self.finished[name] = done
+        self._forget_gone_jobs(name)
         return done
+
+    def _forget_gone_jobs(self, run: str) -> None:
+        for job in [j for j in self.jobs_of(run) if j.gone]:
+            self.drop_job(job.name)
 
     # ---------------------------------------------------------------------------------------- jobs
 
@@ -375,7 +381,16 @@ class NamespaceView:
         self.jobs_by_run[info.run][info.name] = info
         return info.run
 
-    def drop_job(self, name: str) -> str | None:
+    def drop_job(self, name: str, final: dict[str, Any] | None = None) -> str | None:
+        """Forget a deleted Job. `final` is its last state (a DELETED event's object): if that says it had
+        finished, its outcome is kept (holding nothing) until its run has recorded it, since the watch may
+        tell the deletion before the run's status says how the Job ended."""
+        last = job_info_from(final) if final is not None else None
+        if last is not None and not last.unfinished and last.name in self.jobs:
+            gone = replace(last, gone=True)
+            self.jobs[name] = gone
+            self.jobs_by_run[gone.run][name] = gone
+            return gone.run
         info = self.jobs.pop(name, None)
         if info is None:
             return None

@@ -49,6 +49,8 @@ class JobInfo:
     reason: str
     message: str
     finished: datetime | None
+    # Deleted, but it had finished: kept so its outcome is not mistaken for work that vanished unfinished.
+    gone: bool = False
 
     @property
     def unfinished(self) -> bool:
