@@ -85,7 +85,8 @@ class JobRecord:
     incarnation: int | None
     created_rv: int = 0
     deadline: float | None = None
-    outcome: str | None = None  # Complete | Failed (a condition is set)
+    result: str | None = None  # how the pod ended: Complete | Failed, once the Job controller has noticed
+    outcome: str | None = None  # the Complete/Failed condition as stored in the API (what the engine can see)
     reason: str = ""
     finished_at: float | None = None
     deadline_hit: bool = False
@@ -477,7 +478,7 @@ class FakeApi:
             self._at(pod.ends_at, lambda: self._pod_ends(record))
 
     def _deadline(self, record: JobRecord) -> None:
-        if record.outcome is not None or record.gone or record.deleting or not record.pod.may_run:
+        if record.result is not None or record.gone or record.deleting or not record.pod.may_run:
             return
         record.deadline_hit = True
         if record.pod.state == "Pending":
@@ -489,8 +490,8 @@ class FakeApi:
         self._sync_later(record)
 
     def _finish(self, record: JobRecord, outcome: str, reason: str) -> None:
-        if record.outcome is None:
-            record.outcome, record.reason, record.finished_at = outcome, reason, self.now
+        if record.result is None:
+            record.result, record.reason, record.finished_at = outcome, reason, self.now
 
     def _sync_later(self, record: JobRecord) -> None:
         self._at(self.now + self.controller_delay, lambda: self._sync(record))
@@ -512,11 +513,11 @@ class FakeApi:
         conditions: list[Obj] = []
         if record.deadline_hit:
             conditions.append(self._condition("FailureTarget", "DeadlineExceeded", record, pod.may_run))
-        if record.outcome == "Complete" and record.finished_at is not None:
+        if record.result == "Complete" and record.finished_at is not None:
             conditions.append(self._condition("SuccessCriteriaMet", "CompletionsReached", record))
             conditions.append(self._condition("Complete", "CompletionsReached", record))
             status["completionTime"] = timestamp(record.finished_at)
-        elif record.outcome == "Failed":
+        elif record.result == "Failed":
             if not record.deadline_hit:
                 conditions.append(self._condition("FailureTarget", record.reason, record))
             conditions.append(self._condition("Failed", record.reason, record))
@@ -528,6 +529,7 @@ class FakeApi:
         if status != job.get("status"):
             job["status"] = status
             job["metadata"]["resourceVersion"] = self._next_rv()
+            record.outcome = record.result if record.result and "conditions" in status else None
             self._emit(JOBS, "MODIFIED", job)
 
     def _condition(self, kind: str, reason: str, record: JobRecord, now: bool = False) -> Obj:

@@ -1,7 +1,7 @@
 """The simulation suite: no cluster, virtual time, hypothesis profiles.
 
-SIM_PROFILE=ci (default, what `make test` runs) or long; SIM_SEED=<n> replays a search; SIM_ENGINE=legacy runs
-everything against the former Reconciler.
+SIM_PROFILE=ci (default, what `make test` runs) or long; SIM_SEED=<n> replays a search; SIM_SHRINK=1 shrinks a
+failure to a minimal scenario; SIM_ENGINE=legacy runs everything against the former Reconciler.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 # A replay depends on SIM_SEED alone, not on a local example database.
 _COMMON = settings(
@@ -18,8 +18,11 @@ _COMMON = settings(
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-settings.register_profile("ci", _COMMON, max_examples=int(os.environ.get("SIM_EXAMPLES", "450")))
-settings.register_profile("long", _COMMON, max_examples=int(os.environ.get("SIM_EXAMPLES", "20000")))
+# Shrinking a failure re-runs hundreds of scenarios: CI reports the failing scenario as found (with the command
+# that replays it) and stays within its minute; SIM_SHRINK=1 asks for the minimal example.
+_PHASES = tuple(Phase) if os.environ.get("SIM_SHRINK") else (Phase.explicit, Phase.reuse, Phase.generate)
+settings.register_profile("ci", _COMMON, max_examples=int(os.environ.get("SIM_EXAMPLES", "450")), phases=_PHASES)
+settings.register_profile("long", _COMMON, max_examples=int(os.environ.get("SIM_EXAMPLES", "20000")), phases=_PHASES)
 settings.load_profile(os.environ.get("SIM_PROFILE", "ci"))
 
 

@@ -25,10 +25,11 @@ IGNORED = ignored()
 def check(scenario: Scenario, test: str) -> None:
     note(f"scenario: {scenario.describe()}")
     result = Harness(scenario).run()
+    env = f"SIM_ENGINE={variant()}" + (f" SIM_IGNORE={','.join(sorted(IGNORED))}" if IGNORED else "")
     assert not result.violations, (
         "\n".join(result.violations[:5])
-        + f"\nreproduce: SIM_SEED={SEED} SIM_PROFILE={_PROFILE} SIM_ENGINE={variant()}"
-        + (f" SIM_IGNORE={','.join(sorted(IGNORED))}" if IGNORED else "")
+        + f"\nthis scenario: {env} .venv/bin/python tests/sim/replay.py '{scenario.describe()}'"
+        + f"\nthe search (SIM_SHRINK=1 for a minimal example): SIM_SEED={SEED} SIM_PROFILE={_PROFILE} {env}"
         + f" .venv/bin/pytest tests/sim/test_properties.py -k {test}"
     )
 
