@@ -329,7 +329,8 @@ def observe(run: RunSnapshot, jobs: Sequence[JobInfo], now: datetime) -> RunObse
                 state = UnitState(
                     unit=unit,
                     phase=TaskRunPhase.CANCELLED,
-                    attempt=latest.attempt if latest else 0,
+                    # Its Job may be gone already: the attempt the status recorded still counts.
+                    attempt=max(latest.attempt if latest else 0, previous.attempt if previous else 0),
                     job=latest,
                     reason=REASON_CANCELLED,
                     message="cancelled",
