@@ -252,3 +252,44 @@ def test_a_hung_call_in_one_namespace_does_not_stop_admission_in_another() -> No
     assert status(harness, "b", "ns-b")["phase"] == "Succeeded"
     (b_job,) = jobs_of(harness, "b")
     assert b_job.created <= 0.5 + 1.0
+
+
+def test_quota_exceeded_on_task_job_create_is_transient() -> None:
+    """(6) The same for a run with tasks: both task Jobs are refused for 2 s, then run."""
+    scenario = Scenario(
+        runs=(RunDef("a", tasks=(TaskDef("x"), TaskDef("y")), run_for=1.0),),
+        actions=(Action(0.0, "quota", "ns-a", 2), Action(0.5, "create_run", 0)),
+    )
+    harness, result = play(scenario)
+    assert result.violations == []
+    assert status(harness, "a")["phase"] == "Succeeded"
+    assert sorted(r.task or "" for r in jobs_of(harness, "a")) == ["x", "y"]
+
+
+def test_a_failed_status_write_does_not_run_an_attempt_twice() -> None:
+    """The write recording attempt 1 fails (500) and the user deletes that attempt's Job before the retry: the
+    run fails (JobDeleted) or moves on to attempt 2; attempt 1 never runs a second time."""
+    scenario = Scenario(
+        runs=(RunDef("a", run_for=10.0, start_after=0.5),),
+        actions=(Action(0.0, "create_run", 0), Action(0.3, "delete_job", 0)),
+        max_delay=0.0,
+        latency=0.0,
+    )
+    harness, result = play(scenario, once("patch_status", "500", lambda name, body: True))
+    assert result.violations == []
+    assert [r.attempt for r in jobs_of(harness, "a")].count(1) == 1
+
+
+def test_cancelling_a_run_whose_job_is_gone_keeps_its_attempt() -> None:
+    """A run is cancelled while its Job is deleted: status.attempt stays 1 (no status regression)."""
+    scenario = Scenario(
+        runs=(RunDef("a", run_for=5.0, start_after=0.0),),
+        actions=(Action(0.0, "create_run", 0), Action(1.0, "cancel", 0), Action(1.0, "delete_job", 0)),
+        max_delay=0.0,
+        latency=0.0,
+        grace=0.0,
+    )
+    harness, result = play(scenario)
+    assert result.violations == []
+    assert status(harness, "a")["phase"] == "Cancelled"
+    assert status(harness, "a").get("attempt") == 1
