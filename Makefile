@@ -8,7 +8,7 @@ FLOWRUN_CACHE ?= $(HOME)/.cache/flowrun-operator
 export FLOWRUN_CACHE
 PYTEST_ARGS ?=
 
-.PHONY: help venv tools cluster-up cluster-down demo test test-unit test-integration lint crds \
+.PHONY: help venv tools cluster-up cluster-down demo test test-unit test-sim test-integration lint crds \
         check-crds chart-crds bench bench-lifecycle bench-limits bench-inspect bench-schedules bench-scale bench-chaos kind-up kind-down run clean
 
 help:
@@ -43,6 +43,9 @@ test: venv tools ## Lint, unit, integration and end-to-end tests on the embedded
 
 test-unit: venv ## Unit tests only (no cluster)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+test-sim: venv ## Simulation of the admission engine (no cluster; SIM_PROFILE=long for 20,000 scenarios per test)
+	$(BIN)/pytest tests/sim $(PYTEST_ARGS)
 
 test-integration: venv tools ## Integration and e2e tests only
 	$(BIN)/pytest tests/integration tests/e2e $(PYTEST_ARGS)
