@@ -52,6 +52,7 @@ from sim.vloop import OWNER, SimClock, VirtualTimeLoop
 QUIET_SECONDS = 75.0
 SETTLE_LIMIT_SECONDS = 3000.0  # a scenario that has not quiesced by then is stuck (liveness)
 MAX_CRASHES = 3
+STALL_SECONDS = 30.0  # once failures stop, queued work must be processed within this
 
 FAULTS_BY_METHOD = {
     "create_job": ("500", "503", "429", "403quota", "reset", "timeout_before", "timeout_after", "hang"),
@@ -273,6 +274,10 @@ class Harness:
         while self.loop.time() < deadline:
             await asyncio.sleep(2.0)
             if self.api.violations:
+                return False
+            current = self.current
+            if current is not None and hasattr(current.engine, "stalled") and current.engine.stalled(STALL_SECONDS):
+                self.api.violate("liveness", f"engine.stalled({STALL_SECONDS:.0f}) with no fault injected")
                 return False
             if self.quiet():
                 self.quiesced_at = self.loop.time()
