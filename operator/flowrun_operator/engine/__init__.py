@@ -536,8 +536,15 @@ class Engine:
             if write.status.get("phase") in ("Succeeded", "Failed", "Cancelled"):
                 self.mark_run(namespace, name)  # to retire it once its work is gone
             return
-        view.settle_status(name, write.status, None)
         kind, reason, message = describe_failure(error)
+        record = view.runs.get(name)
+        if kind is ErrorKind.NOT_FOUND and record is not None and record.assumed_status is write.status:
+            # The run this status was for is gone; its DELETED event may still be on its way. Acting on it
+            # meanwhile could create a Job for a run that no longer exists (a second Job for its attempt).
+            view.drop_run(name)
+            self.mark_run(namespace, name)
+            return
+        view.settle_status(name, write.status, None)
         if kind is ErrorKind.NOT_FOUND:
             return
         delay = self._backoff.next_delay(key)
