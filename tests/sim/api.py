@@ -180,6 +180,8 @@ class FakeApi:
         # against what the operator could know, not against a change it has not been told of yet.
         self.known_limits: Callable[[int | None], dict[Key, Obj]] = lambda owner: {}
         self.on_listed: Callable[[int | None, Listing], None] = lambda owner, listing: None
+        # An object handed to the operator in a response (it knows that version from then on).
+        self.on_returned: Callable[[int | None, str, Obj], None] = lambda owner, kind, obj: None
         self.on_crash: Callable[[int], None] = self.loop.kill
         self.timers: list[tuple[float, asyncio.TimerHandle]] = []
         # Hand-written scenarios: a fault for a particular call (method, object name, body), and extra time
@@ -274,6 +276,8 @@ class FakeApi:
         found = self.objects[plural].get((namespace, name))
         result = clone(found) if found is not None else None
         await self._leave(fault, "get")
+        if result is not None:
+            self.on_returned(OWNER.get(), plural, result)
         return result
 
     async def get_job(self, namespace: str, name: str) -> Obj | None:
@@ -312,6 +316,7 @@ class FakeApi:
             self._emit(plural, "MODIFIED", stored)
         result = clone(stored)
         await self._leave(fault, "patch_status")
+        self.on_returned(OWNER.get(), plural, result)
         return result
 
     async def delete_object(self, plural: str, namespace: str, name: str, **_: Any) -> None:

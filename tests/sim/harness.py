@@ -201,6 +201,7 @@ class Harness:
         self.api.pod_scripts = self._pod_script
         self.api.known_limits = self._known_limits
         self.api.on_listed = self._listed
+        self.api.on_returned = self._returned
         self.api.on_crash = self.crash
         self.api.default_propagation = client_propagation(self.variant)
         self.api.disabled_checks = set(ignored() if disabled is None else disabled)
@@ -434,6 +435,10 @@ class Harness:
         for obj in listing.concurrencylimits:
             told[(obj["metadata"]["namespace"], obj["metadata"]["name"])] = obj
         told.update(newer)
+
+    def _returned(self, number: int | None, kind: str, obj: Obj) -> None:
+        if kind == LIMITS and number is not None:
+            self._tell(number, None, obj)
 
     def _known_limits(self, number: int | None) -> dict[Key, Obj]:
         return self.told.get(number, {}) if number is not None else {}
