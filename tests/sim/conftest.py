@@ -32,5 +32,5 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "tests/sim/" in str(item.fspath).replace(os.sep, "/"):
+        if "tests/sim/" in item.path.as_posix():
             item.add_marker(pytest.mark.sim)
