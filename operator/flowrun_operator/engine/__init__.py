@@ -355,9 +355,12 @@ class Engine:
         now = self.clock.now()
         loop_now = self._loop_time()
         holds_out = self._holds[namespace]
-        for run in [r for r, h in holds_out.items() if h.until <= loop_now]:
-            del holds_out[run]
-            runs.add(run)
+        for run, hold in list(holds_out.items()):
+            if hold.until <= loop_now:
+                del holds_out[run]
+                runs.add(run)
+            else:
+                self._mark_later(namespace, run, hold.until - loop_now)  # an earlier timer must not strand it
         extra = Actions()
         for run in runs:
             done = view.finished.get(run)
@@ -461,6 +464,9 @@ class Engine:
             self._mark_later(namespace, run.name, delay)
             return False
         self._backoff.reset(("run", namespace, run.name))
+        record = view.runs.get(run.name)
+        if record is not None and record.uid == run.uid:
+            record.attempts_created[job.unit.task] = max(record.attempts_created.get(job.unit.task, 0), job.attempt)
         view.put_job(created)
         self.jobs_created += 1
         metrics.JOBS_CREATED.inc()

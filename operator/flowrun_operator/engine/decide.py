@@ -94,7 +94,7 @@ def evaluate(
             held.update((limit, f"{run}/{job.task}") for limit in view.match_tags(job.tags))
     if record is None:
         return None, Share(frozenset(held))
-    observation = observe(record.snapshot, own, now)
+    observation = observe(record.snapshot, own, now, record.attempts_created)
     if rejected and observation.terminal is None:
         observation.terminal = FlowRunPhase.FAILED
         observation.terminal_reason = "JobRejected"

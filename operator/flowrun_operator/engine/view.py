@@ -70,6 +70,9 @@ class RunRecord:
     label_limits: tuple[str, ...] = ()
     annotations_rerun: int = 0
     dag_admitted: bool = False  # a run with tasks holds its label slots from admission until it finishes
+    # Per task (None: the template), the highest attempt whose Job this operator created: never started twice,
+    # even when the status recording it failed to write and the Job is gone.
+    attempts_created: dict[str | None, int] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -294,6 +297,7 @@ class NamespaceView:
             label_limits=current.label_limits if current is not None and current.snapshot.labels == labels else (),
             annotations_rerun=rerun,
             dag_admitted=current.dag_admitted if current is not None else False,
+            attempts_created=current.attempts_created if current is not None else {},
         )
         if current is None or current.snapshot.labels != labels:
             record.label_limits = self.match_labels(labels)

@@ -192,12 +192,13 @@ def _observe_unit(
     jobs: Sequence[JobInfo],
     done: Mapping[str, TaskRunPhase],
     now: datetime,
+    known: Mapping[str | None, int],
 ) -> UnitState:
     spec = run.spec
     assert spec is not None
     previous = _previous_unit_status(run, unit)
     latest = max(jobs, key=lambda j: j.attempt, default=None)
-    attempt = max(previous.attempt if previous else 0, latest.attempt if latest else 0)
+    attempt = max(previous.attempt if previous else 0, latest.attempt if latest else 0, known.get(unit.task, 0))
     job = next((j for j in jobs if j.attempt == attempt), None)
     first_created = min((j.created for j in jobs if j.created), default=None)
     start = (previous.start_time if previous else None) or first_created
@@ -277,8 +278,19 @@ def _observe_unit(
 _NOT_SUCCEEDED = {TaskRunPhase.FAILED, TaskRunPhase.SKIPPED, TaskRunPhase.CANCELLED}
 
 
-def observe(run: RunSnapshot, jobs: Sequence[JobInfo], now: datetime) -> RunObservation:
-    """What a run is doing now and what it asks for, before any admission decision."""
+def observe(
+    run: RunSnapshot,
+    jobs: Sequence[JobInfo],
+    now: datetime,
+    known_attempts: Mapping[str | None, int] | None = None,
+) -> RunObservation:
+    """What a run is doing now and what it asks for, before any admission decision.
+
+    known_attempts: per task (None: the run's template), the highest attempt whose Job the caller created,
+    in case neither that Job nor a status recording it is visible (a failed status write, then the Job
+    deleted): that attempt is never started a second time.
+    """
+    known = known_attempts or {}
     spec = run.spec
     reruns = run.status.reruns or 0
     if _rerun_requested(run):
@@ -330,7 +342,9 @@ def observe(run: RunSnapshot, jobs: Sequence[JobInfo], now: datetime) -> RunObse
                     unit=unit,
                     phase=TaskRunPhase.CANCELLED,
                     # Its Job may be gone already: the attempt the status recorded still counts.
-                    attempt=max(latest.attempt if latest else 0, previous.attempt if previous else 0),
+                    attempt=max(
+                        latest.attempt if latest else 0, previous.attempt if previous else 0, known.get(unit.task, 0)
+                    ),
                     job=latest,
                     reason=REASON_CANCELLED,
                     message="cancelled",
@@ -346,7 +360,7 @@ def observe(run: RunSnapshot, jobs: Sequence[JobInfo], now: datetime) -> RunObse
     done: dict[str, TaskRunPhase] = {}
     states: dict[str | None, UnitState] = {}
     for unit in _topological(units):
-        state = _observe_unit(run, unit, [j for j in jobs if j.task == unit.task], done, now)
+        state = _observe_unit(run, unit, [j for j in jobs if j.task == unit.task], done, now, known)
         states[unit.task] = state
         if unit.task is not None:
             done[unit.task] = state.phase
