@@ -634,6 +634,23 @@ def report(args: argparse.Namespace, small: dict[str, Any], big: dict[str, Any],
     return "\n\n".join(out)
 
 
+def phase_summary(args: argparse.Namespace, q: dict[str, Any]) -> str:
+    """One line with a queue phase's main figures, logged as soon as the phase ends (the full run is long)."""
+    runs = q["runs"]
+    writes = q["status_writes_queueing"] + q["status_writes_draining"]
+    events = q["events_queueing"] + q["events_draining"]
+    return (
+        f"{q['label']}: {runs} runs; last create -> all Pending with a position {secs(q['all_positioned_after'])}; "
+        f"RSS {q['memory_queued'].get('VmRSS', float('nan')):.0f} MiB; first Job {secs(q['first_job_after'])}; "
+        f"drain runs/s: first {min(args.small_runs, runs)} runs {q['rate_small']:.1f}, "
+        f"first {min(args.window_runs, runs)} runs {q['rate_window']:.1f}, "
+        f"first {args.window_seconds:g} s {q['rate_seconds']:.1f}; "
+        f"operator CPU {per_run(q['queue_cpu'] * 1000, runs)} + {per_run(q['drain_cpu'] * 1000, runs)} ms/run; "
+        f"status writes {per_run(writes, runs)}/run, Events {per_run(events, runs)}/run; "
+        f"max unfinished Jobs {q['max_unfinished']}; finished {q['finished']}, failed {len(q['failed'])}"
+    )
+
+
 def checks(
     args: argparse.Namespace, small: dict[str, Any], big: dict[str, Any], hist: dict[str, Any]
 ) -> list[tuple[str, bool]]:
@@ -686,8 +703,10 @@ def main(argv: list[str] | None = None) -> int:
         ns_big = env.namespace("deep")
         operator = env.start_operator([ns_small, ns_big])
         small = queue_phase(env, ns_small, args.small_runs, args, metrics_port, "small")
+        env.log(phase_summary(args, small))
         time.sleep(args.settle)
         big = queue_phase(env, ns_big, args.runs, args, metrics_port, "deep")
+        env.log(phase_summary(args, big))
         time.sleep(args.settle)
         hist = history_phase(env, ns_big, args.runs + args.small_runs, args)
         tracebacks = operator.tracebacks()
