@@ -1,6 +1,6 @@
 import hashlib
 
-from flowrun_operator.handlers.store import run_snapshot
+from flowrun_operator.engine.view import run_snapshot
 from flowrun_operator.kube.jobs import build_job
 from flowrun_operator.scheduling.jobs import JobOutcome, job_info_from, job_name
 from flowrun_operator.scheduling.runstate import units_of

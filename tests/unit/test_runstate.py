@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flowrun_operator.api.flowrun import FlowRunPhase, TaskRunPhase
-from flowrun_operator.handlers.store import run_snapshot
+from flowrun_operator.engine.view import run_snapshot
 from flowrun_operator.scheduling.admission import Wait
 from flowrun_operator.scheduling.jobs import JobInfo, job_info_from
 from flowrun_operator.scheduling.runstate import RunPlan, observe, plan

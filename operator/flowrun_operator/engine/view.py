@@ -529,3 +529,26 @@ def _with_status(snapshot: RunSnapshot, status: FlowRunStatus) -> RunSnapshot:
 
 def terminal_phase(phase: str | None) -> bool:
     return phase is not None and phase in {p.value for p in FlowRunPhase} and is_terminal(FlowRunPhase(phase))
+
+
+def run_snapshot(obj: dict[str, Any]) -> RunSnapshot:
+    """A FlowRun object, parsed (what the view keeps of an unfinished run)."""
+    meta = obj.get("metadata") or {}
+    spec, spec_error = parse_spec(obj.get("spec") or {})
+    created = meta.get("creationTimestamp")
+    try:
+        rerun = int((meta.get("annotations") or {}).get(RERUN_ANNOTATION) or 0)
+    except ValueError:
+        rerun = 0
+    return RunSnapshot(
+        name=str(meta.get("name", "")),
+        namespace=str(meta.get("namespace", "")),
+        uid=str(meta.get("uid", "")),
+        generation=int(meta.get("generation") or 0),
+        created=parse_time(created) if created else datetime.now(UTC),
+        labels=dict(meta.get("labels") or {}),
+        spec=spec,
+        status=parse_status(obj.get("status") or {}),
+        spec_error=spec_error,
+        rerun_requested=rerun,
+    )
