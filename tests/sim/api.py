@@ -301,11 +301,15 @@ class FakeApi:
         self.remove_job(namespace, name, propagation or self.default_propagation, counted=True)
         await self._leave(fault, "delete_job")
 
-    async def patch_status(self, plural: str, namespace: str, name: str, status: Obj) -> Obj:
+    async def patch_status(
+        self, plural: str, namespace: str, name: str, status: Obj, resource_version: str | None = None
+    ) -> Obj:
         fault = await self._enter("patch_status", name, status)
         stored = self.objects[plural].get((namespace, name))
         if stored is None:
             raise api_error(404, "Not Found", f'{plural} "{name}" not found')
+        if resource_version is not None and stored["metadata"]["resourceVersion"] != resource_version:
+            raise api_error(409, "Conflict", f'{plural} "{name}": the object has been modified')
         new_status = merge_patch(stored.get("status") or {}, status)
         if new_status != (stored.get("status") or {}):
             old_status = stored.get("status") or {}

@@ -128,12 +128,19 @@ class FakeKube:
         # Foreground deletion: the Job stays, marked, until the test removes it (its pods are gone).
         self.update("job", name, lambda j: j["metadata"].__setitem__("deletionTimestamp", "2026-01-01T00:00:00Z"))
 
-    async def patch_status(self, plural: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+    async def patch_status(
+        self, plural: str, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
+    ) -> dict[str, Any]:
         self.calls.append(("patch", name))
         self._maybe_fail("patch")
         kind = "run" if plural == FLOWRUN_PLURAL else "limit"
         if (kind, namespace, name) not in self.objects:
             raise ApiException(status=404, reason="Not Found")
+        if (
+            resource_version
+            and self.objects[(kind, namespace, name)]["metadata"]["resourceVersion"] != resource_version
+        ):
+            raise ApiException(status=409, reason="Conflict")
 
         def mutate(obj: dict[str, Any]) -> None:
             merged = dict(obj.get("status") or {})

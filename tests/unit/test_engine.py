@@ -286,3 +286,25 @@ async def test_finished_runs_go_to_history_and_expire_by_ttl() -> None:
         assert not kube.jobs() and not [c for c in kube.calls if c[0] == "patch" and c[1] == "kept"]
     finally:
         await engine.stop()
+
+
+@scenario
+async def test_a_status_written_by_someone_else_meanwhile_is_not_overwritten() -> None:
+    kube = FakeKube()
+    engine = await started(kube)
+    try:
+        kube.add("run", flowrun("later", scheduledStart="2099-01-01T00:00:00Z"))
+        added = kube.watch[:]
+        kube.watch.clear()
+        # Another writer finishes the run before the operator has seen that change.
+        kube.update("run", "later", lambda r: r.__setitem__("status", {"phase": "Succeeded"}))
+        modified, kube.watch = kube.watch[:], added
+        kube.deliver(engine)
+        await until(lambda: ("patch", "later") in kube.calls, engine, kube)
+        assert status(kube, "later")["phase"] == "Succeeded", "the stale Scheduled write was refused (409)"
+        kube.watch = modified
+        await settle(engine, kube)
+        assert status(kube, "later")["phase"] == "Succeeded"
+        assert "later" in engine.views["ns"].finished
+    finally:
+        await engine.stop()

@@ -514,8 +514,16 @@ class Engine:
 
     async def _write_status(self, key: Key, patch: dict[str, Any]) -> dict[str, Any]:
         plural, namespace, name = key
-        stored: dict[str, Any] = await self.kube.patch_status(plural, namespace, name, patch)
-        return stored
+        if plural == FLOWRUN_PLURAL:
+            # Only against the version the decision saw (or a later one of the operator's own writes): a
+            # status someone else wrote meanwhile is not overwritten; the 409 makes the run be planned again.
+            record = self.view(namespace).runs.get(name)
+            version = str(record.resource_version) if record is not None and record.resource_version else None
+            stored: dict[str, Any] = await self.kube.patch_status(
+                plural, namespace, name, patch, resource_version=version
+            )
+            return stored
+        return dict(await self.kube.patch_status(plural, namespace, name, patch))
 
     def _write_done(self, key: Key, write: Write, stored: dict[str, Any] | None, error: BaseException | None) -> None:
         plural, namespace, name = key

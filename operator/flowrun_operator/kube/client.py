@@ -203,8 +203,15 @@ class Kube:
 
         await self._run(write, verb="delete")
 
-    async def patch_status(self, plural: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
-        """Merge-patch the status subresource; returns the object as stored."""
+    async def patch_status(
+        self, plural: str, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
+    ) -> dict[str, Any]:
+        """Merge-patch the status subresource; returns the object as stored. With `resource_version`, the
+        patch applies only to that version of the object (409 otherwise): a status decided from a view that
+        missed someone else's change is not written over it."""
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
 
         def write() -> dict[str, Any]:
             result: dict[str, Any] = self.custom.patch_namespaced_custom_object_status(
@@ -213,7 +220,7 @@ class Kube:
                 namespace,
                 plural,
                 name,
-                {"status": status},
+                body,
                 _content_type=MERGE_PATCH,
                 _request_timeout=REQUEST_TIMEOUT,
             )
