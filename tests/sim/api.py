@@ -83,7 +83,8 @@ class JobRecord:
     created: float
     pod: Pod
     incarnation: int | None
-    created_rv: int = 0
+    # The limit versions (uid, generation) the creating incarnation knew when it created this Job.
+    knew: dict[Key, tuple[str, int]] = field(default_factory=dict)
     deadline: float | None = None
     result: str | None = None  # how the pod ended: Complete | Failed, once the Job controller has noticed
     outcome: str | None = None  # the Complete/Failed condition as stored in the API (what the engine can see)
@@ -170,7 +171,6 @@ class FakeApi:
         self.events: list[tuple[float, str, str, str, str]] = []  # time, uid, type, reason, message
         self.writes: dict[str, list[StoredWrite]] = {}  # run uid -> its stored status writes
         self.final_events: set[tuple[str, str]] = set()
-        self.spec_rv: dict[tuple[str, int], int] = {}  # (limit uid, generation) -> resourceVersion of that spec
         self.pod_scripts: Callable[[str, str | None, int], PodScript] = lambda run, task, attempt: PodScript()
         self.grace = 5.0  # termination grace period of pods
         self.controller_delay = 0.05
@@ -363,7 +363,6 @@ class FakeApi:
         obj["metadata"] = self._new_meta(meta, "run" if kind == FLOWRUNS else "limit")
         obj.setdefault("status", {})
         self.objects[kind][key] = obj
-        self.spec_rv[(obj["metadata"]["uid"], 1)] = self.rv
         self._emit(kind, "ADDED", obj)
         return obj
 
@@ -377,7 +376,6 @@ class FakeApi:
         stored["spec"] = spec
         stored["metadata"]["generation"] = int(stored["metadata"]["generation"]) + 1
         stored["metadata"]["resourceVersion"] = self._next_rv()
-        self.spec_rv[(stored["metadata"]["uid"], stored["metadata"]["generation"])] = self.rv
         self._emit(kind, "MODIFIED", stored)
         return stored
 
@@ -438,7 +436,6 @@ class FakeApi:
             incarnation=OWNER.get(),
             deadline=self.now + float(deadline) if deadline else None,
         )
-        record.created_rv = int(job["metadata"]["resourceVersion"])
         self._check_creation(record)
         self.objects[JOBS][record.key] = job
         self.jobs.append(record)
@@ -645,7 +642,9 @@ class FakeApi:
                     "no-job-for-finished-run", f"Job {record.key[1]} created for run {record.run} stored as {phase}"
                 )
         namespace = record.key[0]
-        for (ns, name), limit in sorted(self.known_limits(record.incarnation).items()):
+        known = self.known_limits(record.incarnation)
+        record.knew = {key: (o["metadata"]["uid"], int(o["metadata"]["generation"])) for key, o in known.items()}
+        for (ns, name), limit in sorted(known.items()):
             spec = limit.get("spec") or {}
             if ns != namespace or "limit" not in spec:
                 continue
@@ -660,10 +659,13 @@ class FakeApi:
                 before = self.label_holders(spec, namespace)
                 if (record.owner_uid or record.run) in before:
                     continue  # the run holds this slot already (another task of the same run)
-                admitted = min((r.created_rv for r in self.jobs if r.owner_uid == record.owner_uid), default=None)
-                meta = limit["metadata"]
-                if admitted is not None and admitted < self.spec_rv.get((meta["uid"], meta["generation"]), 0):
-                    continue  # the run was admitted before this limit (value) existed: it keeps its slot
+                first = next((r for r in self.jobs if r.owner_uid == record.owner_uid), None)
+                version = (limit["metadata"]["uid"], int(limit["metadata"]["generation"]))
+                if record.task is not None and first is not None and first.knew.get((ns, name)) != version:
+                    # A run with tasks holds its run slot from admission until it finishes, across its tasks and
+                    # their retries; it was admitted under another version of this limit (lowering or creating
+                    # a limit never takes a slot back). A run without tasks is admitted again for each attempt.
+                    continue
                 after = len(before) + 1
             else:
                 continue
