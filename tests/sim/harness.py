@@ -309,9 +309,9 @@ class Harness:
     def make_engine(self) -> Any:
         namespaces = sorted({r.namespace for r in self.scenario.runs} | {lim.namespace for lim in self.scenario.limits})
         if self.variant == "legacy":
-            from flowrun_operator.handlers.reconciler import Reconciler
-
-            return Reconciler(self.api, namespaces=namespaces or None)  # type: ignore[arg-type]
+            # The former engine (removed from the tree): run with PYTHONPATH pointing at an older checkout.
+            reconciler = importlib.import_module("flowrun_operator.handlers.reconciler")
+            return reconciler.Reconciler(self.api, namespaces=namespaces or None)
         from flowrun_operator.engine import Engine
 
         return Engine(self.api, namespaces=namespaces or None, clock=SimClock(self.loop))
