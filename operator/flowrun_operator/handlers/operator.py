@@ -45,6 +45,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.persistence.diffbase_storage = NoDiffBase()
     # The watched resources are fixed, so Kopf needs no CRD or namespace watches (nor the RBAC for them).
     settings.scanning.disabled = True
+    # Kopf keeps a worker task per object while its events flow; with tens of thousands of runs they should
+    # not linger after a burst (the handlers are instant, so nothing waits on them).
+    settings.queueing.idle_timeout = 1.0
     kube = Kube()
     engine = Engine(kube, namespaces=memo.get("namespaces") or None)
     # Read every run, Job and limit before the first admission, so a restart never over-admits.
