@@ -44,9 +44,9 @@ BATCH_SECONDS = 0.02
 HOUSEKEEPING_SECONDS = 1.0
 RESYNC_SECONDS = float(os.environ.get("FLOWRUN_RESYNC_SECONDS", "300"))
 FIRST_RESYNC_SECONDS = 30.0
-# Place-in-line refreshes: a waiting run's position is rewritten when it reaches the front of its line
-# (FRONT_OF_LINE) or has halved since it was written, at most REFRESHES_PER_SECOND per namespace.
-FRONT_OF_LINE = 10
+# Place-in-line refreshes: a waiting run's position is rewritten once it has halved since it was written
+# (1000th -> 500th -> ... -> 2nd -> 1st: a handful of writes per run however long the line), at most
+# REFRESHES_PER_SECOND per namespace, front of the line first.
 REFRESHES_PER_SECOND = 5
 # A run whose Job was just created is written as Submitted only if its pod has not started by then:
 # most pods start within this window, and one write (Running) then tells both transitions.
@@ -667,7 +667,7 @@ class Engine:
                 written = _written_position(record.snapshot.status, name, entry[2])
                 if written is None or written == position:
                     continue
-                if position <= FRONT_OF_LINE or position * 2 <= written:
+                if position * 2 <= written:
                     candidates.append((position, namespace, run))
         budget = REFRESHES_PER_SECOND
         seen: set[tuple[str, str]] = set()
