@@ -22,6 +22,7 @@ on the write itself, and recorded as violations.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -332,11 +333,16 @@ class FakeApi:
         await self._leave(fault, "delete_object")
 
     async def post_event(self, obj: Obj, event_type: str, reason: str, message: str, *_: Any, **__: Any) -> None:
-        fault = await self._enter("post_event", reason)
+        # Like the real client, Events are best effort: a failed post is lost, never raised to the caller.
+        try:
+            fault = await self._enter("post_event", reason)
+        except Exception:
+            return
         uid = str((obj.get("metadata") or {}).get("uid", ""))
         self.events.append((self.now, uid, event_type, reason, message))
         self._check_event(uid, reason, obj)
-        await self._leave(fault, "post_event")
+        with contextlib.suppress(Exception):
+            await self._leave(fault, "post_event")
 
     def close(self) -> None:
         return None

@@ -416,7 +416,9 @@ class Harness:
         error = context.get("exception")
         if isinstance(error, asyncio.CancelledError):
             return
-        self.api.violate("engine-error", f"{context.get('message')}: {type(error).__name__}: {error}")
+        task = context.get("future")
+        where = f" in {task.get_coro()!r}" if isinstance(task, asyncio.Task) else ""
+        self.api.violate("engine-error", f"{context.get('message')}{where}: {type(error).__name__}: {error}")
 
     # ---------------------------------------------------------------------------- what it knows
 
