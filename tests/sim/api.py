@@ -340,7 +340,7 @@ class FakeApi:
             return
         uid = str((obj.get("metadata") or {}).get("uid", ""))
         self.events.append((self.now, uid, event_type, reason, message))
-        self._check_event(uid, reason, obj)
+        self._check_event(uid, reason, message, obj)
         with contextlib.suppress(Exception):
             await self._leave(fault, "post_event")
 
@@ -716,15 +716,17 @@ class FakeApi:
             StoredWrite(self.now, new_phase, tuple(str(t.get("phase")) for t in new.get("taskRuns") or []))
         )
 
-    def _check_event(self, uid: str, reason: str, obj: Obj) -> None:
+    def _check_event(self, uid: str, reason: str, message: str, obj: Obj) -> None:
         """An Event announcing a phase must follow a stored write that reached that phase (or went past it:
         an intermediate status replaced before it was sent may have its Event travel with the newer one);
-        each stored write backs at most one Event of each reason (per task, for task Events), and a run's
-        final phase is announced once: never before the write, never twice."""
+        each stored write backs at most one Event per reason and message (per task, for task Events: the
+        Events of two transitions, e.g. two attempts submitted while writes failed, may travel with one write),
+        and a run's final phase is announced once: never before the write, never twice."""
         task_event = reason.startswith("Task")
         phase = reason[4:] if task_event else reason
         if phase not in RANK or obj.get("kind") not in (None, "FlowRun"):
             return
+        claim = f"{reason}\0{message}"
         name = (obj.get("metadata") or {}).get("name")
         if not task_event and RANK[phase] == 4:
             if (uid, reason) in self.final_events:
@@ -733,8 +735,8 @@ class FakeApi:
         for write in reversed(self.writes.get(uid, [])):
             reached = write.task_phases if task_event else (write.run_phase,)
             # One Event per task (for task Events) or per run that reached the phase in this write.
-            if sum(1 for p in reached if p and _reaches(p, phase)) > write.claimed.get(reason, 0):
-                write.claimed[reason] = write.claimed.get(reason, 0) + 1
+            if sum(1 for p in reached if p and _reaches(p, phase)) > write.claimed.get(claim, 0):
+                write.claimed[claim] = write.claimed.get(claim, 0) + 1
                 return
         stored = [w.run_phase for w in self.writes.get(uid, [])]
         self.violate(
