@@ -173,12 +173,17 @@ class Engine:
             view.drop_limit(name)
             self._rematch(view)
             return
+        self._apply_limit(view, obj)
+
+    def _apply_limit(self, view: NamespaceView, obj: dict[str, Any]) -> None:
+        """Record a limit from a watch event or a write response (which may be the first to show a new spec)."""
+        name = str((obj.get("metadata") or {}).get("name", ""))
         changed, matching = view.put_limit(obj)
         if matching:
             self._rematch(view)
         elif changed:
-            self.mark_limit(namespace, name)
-        self._limits_changed.add((namespace, name))
+            self.mark_limit(view.name, name)
+        self._limits_changed.add((view.name, name))
 
     def _rematch(self, view: NamespaceView) -> None:
         """A limit appeared, vanished or matches differently: every share may differ (rare; O(namespace))."""
@@ -538,7 +543,7 @@ class Engine:
                     self._limits_changed.add((namespace, name))
             elif stored is not None:
                 stored.setdefault("kind", "ConcurrencyLimit")
-                view.put_limit(stored)
+                self._apply_limit(view, stored)
                 self._post_events(stored, write.events)
             return
         if error is None:
