@@ -44,6 +44,8 @@ BATCH_SECONDS = 0.02
 HOUSEKEEPING_SECONDS = 1.0
 RESYNC_SECONDS = float(os.environ.get("FLOWRUN_RESYNC_SECONDS", "300"))
 FIRST_RESYNC_SECONDS = 30.0
+# Status writes in flight at once: a burst of new runs needs one write each, and each waits a round trip.
+WRITERS = 16
 # Place-in-line refreshes: a waiting run's position is rewritten once it has halved since it was written
 # (1000th -> 500th -> ... -> 2nd -> 1st: a handful of writes per run however long the line), at most
 # REFRESHES_PER_SECOND per namespace, front of the line first.
@@ -274,7 +276,7 @@ class Engine:
     def start(self) -> None:
         self._started = True
         self._last_progress = self._loop_time()
-        self._writer = StatusWriter(self._write_status, self._write_done)
+        self._writer = StatusWriter(self._write_status, self._write_done, urgent_workers=WRITERS)
         self._tasks = [
             asyncio.create_task(self._housekeeping(), name="flowrun-housekeeping"),
             asyncio.create_task(self._resync_loop(), name="flowrun-resync"),
@@ -579,8 +581,18 @@ class Engine:
         self._mark_later(namespace, name, delay)
 
     def _post_events(self, obj: dict[str, Any], events: list[Any]) -> None:
+        if not events:
+            return
+        # Events wait for their own small pool of threads: keep only the reference they need, not the
+        # whole object the write returned (thousands may wait during a burst).
+        meta = obj.get("metadata") or {}
+        ref = {
+            "apiVersion": obj.get("apiVersion"),
+            "kind": obj.get("kind"),
+            "metadata": {k: meta.get(k) for k in ("name", "namespace", "uid", "resourceVersion")},
+        }
         for event in events:
-            self._spawn(self.kube.post_event(obj, event.type, event.reason, event.message))
+            self._spawn(self.kube.post_event(ref, event.type, event.reason, event.message))
 
     # ------------------------------------------------------------------------------ housekeeping
 

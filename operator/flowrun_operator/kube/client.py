@@ -43,7 +43,7 @@ def load_config() -> kubernetes.client.ApiClient:
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config(client_configuration=configuration)
     # Enough pooled connections for the concurrent writes of one admission pass.
-    configuration.connection_pool_maxsize = 32
+    configuration.connection_pool_maxsize = 48
     return kubernetes.client.ApiClient(configuration)
 
 
@@ -68,15 +68,15 @@ class Conflict(Exception):
 class Kube:
     """The operator's writes and initial reads."""
 
-    def __init__(self, api: kubernetes.client.ApiClient | None = None, *, threads: int = 16) -> None:
+    def __init__(self, api: kubernetes.client.ApiClient | None = None, *, threads: int = 32) -> None:
         self.api = api or load_config()
         self.custom = kubernetes.client.CustomObjectsApi(self.api)
         self.batch = kubernetes.client.BatchV1Api(self.api)
         self.core = kubernetes.client.CoreV1Api(self.api)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kube")
-        # Events only tell the history: two threads of their own keep a burst of them from delaying the
+        # Events only tell the history: four threads of their own keep a burst of them from delaying the
         # writes that start work (Job creation) and from crowding a busy API server.
-        self._event_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kube-events")
+        self._event_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="kube-events")
 
     async def _run(self, fn: Callable[[], T], pool: ThreadPoolExecutor | None = None, verb: str = "call") -> T:
         # The socket timeout (REQUEST_TIMEOUT) ends a hung connection; this bound also covers a call
