@@ -141,6 +141,7 @@ class Engine:
             if self._listing:
                 self._tombstones[("run", namespace, name)] = version_of(obj)
             record = view.runs.get(name) or view.finished.get(name)
+            view.bury(uid)
             if record is not None and record.uid == uid:
                 view.drop_run(name)
                 self._holds[namespace].pop(name, None)
@@ -152,12 +153,13 @@ class Engine:
             self.mark_run(namespace, name)
 
     def on_job(self, event_type: str | None, obj: dict[str, Any]) -> None:
-        namespace, name, _ = self._key(obj)
+        namespace, name, uid = self._key(obj)
         view = self.view(namespace)
         if event_type == "DELETED":
             if self._listing:
                 self._tombstones[("job", namespace, name)] = version_of(obj)
             run = view.drop_job(name, obj)
+            view.bury(uid)
         else:
             run = view.put_job(obj)
         if run is not None:

@@ -165,6 +165,7 @@ class Share:
 
 
 EMPTY_SHARE = Share()
+MAX_DELETED_UIDS = 100_000
 
 
 def holds(job: JobInfo) -> bool:
@@ -183,6 +184,9 @@ class NamespaceView:
         self.limits: dict[str, LimitRecord] = {}
         self.shares: dict[str, Share] = {}
         self.phase_counts: dict[str, int] = defaultdict(int)
+        # uids of objects known to be deleted: a uid never comes back, so a late event (a list taken before
+        # the deletion, delivered after it) cannot bring one back into the view. Bounded, oldest forgotten.
+        self.deleted_uids: dict[str, None] = {}
 
     # ---------------------------------------------------------------------------------------- runs
 
@@ -205,6 +209,8 @@ class NamespaceView:
         """Record a FlowRun from a watch event, a list or a write response; True when decisions may change."""
         meta = obj.get("metadata") or {}
         name, uid = str(meta.get("name", "")), str(meta.get("uid", ""))
+        if uid in self.deleted_uids:
+            return False
         version = version_of(obj)
         current = self.runs.get(name)
         done = self.finished.get(name)
@@ -305,7 +311,16 @@ class NamespaceView:
         self._count(before_phase, self.run_phase(name))
         return True
 
+    def bury(self, uid: str) -> None:
+        if uid:
+            self.deleted_uids[uid] = None
+            if len(self.deleted_uids) > MAX_DELETED_UIDS:
+                del self.deleted_uids[next(iter(self.deleted_uids))]
+
     def drop_run(self, name: str) -> None:
+        record = self.runs.get(name) or self.finished.get(name)
+        if record is not None:
+            self.bury(record.uid)
         self._count(self.run_phase(name), None)
         self.runs.pop(name, None)
         self.finished.pop(name, None)
@@ -369,7 +384,7 @@ class NamespaceView:
     def put_job(self, obj: dict[str, Any]) -> str | None:
         """Record a Job; returns the name of the run it belongs to when something changed."""
         info = job_info_from(obj)
-        if info is None:
+        if info is None or info.uid in self.deleted_uids:
             return None
         current = self.jobs.get(info.name)
         if (
@@ -383,6 +398,8 @@ class NamespaceView:
             self.jobs_by_run[current.run].pop(info.name, None)
         self.jobs[info.name] = info
         self.jobs_by_run[info.run][info.name] = info
+        if current is not None and _decisive(current) == _decisive(info):
+            return None  # e.g. counters of uncounted pods: nothing a decision reads has changed
         return info.run
 
     def drop_job(self, name: str, final: dict[str, Any] | None = None) -> str | None:
@@ -391,6 +408,7 @@ class NamespaceView:
         tell the deletion before the run's status says how the Job ended."""
         last = job_info_from(final) if final is not None else None
         if last is not None and not last.unfinished and last.name in self.jobs:
+            self.bury(last.uid)
             gone = replace(last, gone=True)
             self.jobs[name] = gone
             self.jobs_by_run[gone.run][name] = gone
@@ -398,6 +416,7 @@ class NamespaceView:
         info = self.jobs.pop(name, None)
         if info is None:
             return None
+        self.bury(info.uid)
         by_run = self.jobs_by_run.get(info.run)
         if by_run is not None:
             by_run.pop(name, None)
@@ -551,4 +570,24 @@ def run_snapshot(obj: dict[str, Any]) -> RunSnapshot:
         status=parse_status(obj.get("status") or {}),
         spec_error=spec_error,
         rerun_requested=rerun,
+    )
+
+
+def _decisive(job: JobInfo) -> tuple[Any, ...]:
+    """The parts of a Job that observe() and the limits read."""
+    return (
+        job.run,
+        job.owner_uid,
+        job.task,
+        job.attempt,
+        job.deleting,
+        job.pod_started,
+        job.outcome,
+        job.reason,
+        job.message,
+        job.finished,
+        job.gone,
+        tuple(sorted(job.labels.items())),
+        job.tags,
+        job.created,
     )

@@ -51,6 +51,7 @@ class JobInfo:
     finished: datetime | None
     # Deleted, but it had finished: kept so its outcome is not mistaken for work that vanished unfinished.
     gone: bool = False
+    uid: str = ""
 
     @property
     def unfinished(self) -> bool:
@@ -112,6 +113,7 @@ def job_info_from(job: dict[str, Any]) -> JobInfo | None:
         reason=reason,
         message=message,
         finished=finished,
+        uid=str(meta.get("uid", "")),
     )
 
 
