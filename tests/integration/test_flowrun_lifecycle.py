@@ -165,7 +165,9 @@ def test_operator_killed_mid_run_recovers_without_a_second_job(
     operator.start()
     st = wait_phase(kubectl, namespace, "survivor", "Succeeded", timeout=60)
     assert st["attempt"] == 1
-    assert [j["metadata"]["name"] for j in jobs(kubectl, namespace, "survivor")] == [job_of(kubectl, namespace, "survivor")]
+    assert [j["metadata"]["name"] for j in jobs(kubectl, namespace, "survivor")] == [
+        job_of(kubectl, namespace, "survivor")
+    ]
 
 
 def test_operator_down_at_creation_catches_up(operator: OperatorProcess, kubectl: Kubectl, namespace: str) -> None:
