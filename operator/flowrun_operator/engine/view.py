@@ -532,18 +532,7 @@ def _ttl(obj: dict[str, Any]) -> int | None:
 
 
 def _with_status(snapshot: RunSnapshot, status: FlowRunStatus) -> RunSnapshot:
-    return RunSnapshot(
-        name=snapshot.name,
-        namespace=snapshot.namespace,
-        uid=snapshot.uid,
-        generation=snapshot.generation,
-        created=snapshot.created,
-        labels=snapshot.labels,
-        spec=snapshot.spec,
-        status=status,
-        spec_error=snapshot.spec_error,
-        rerun_requested=snapshot.rerun_requested,
-    )
+    return replace(snapshot, status=status)
 
 
 def terminal_phase(phase: str | None) -> bool:

@@ -61,6 +61,36 @@ def _version(listing: dict[str, Any]) -> int:
     return int(value) if value.isdigit() else 0
 
 
+def event_body(obj: dict[str, Any], event_type: str, reason: str, message: str, component: str) -> dict[str, Any]:
+    """A core/v1 Event about `obj` (an object or a reference with apiVersion, kind and metadata)."""
+    meta = obj.get("metadata") or {}
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{meta.get('name')}.{uuid.uuid4().hex[:16]}", "namespace": meta.get("namespace")},
+        "involvedObject": {
+            "apiVersion": obj.get("apiVersion"),
+            "kind": obj.get("kind"),
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+        },
+        "type": event_type,
+        "reason": reason,
+        "message": message[:1024],
+        "source": {"component": component},
+        "reportingComponent": component,
+        "reportingInstance": component,
+        "firstTimestamp": now[:19] + "Z",
+        "lastTimestamp": now[:19] + "Z",
+        "eventTime": now,
+        "action": reason,
+        "count": 1,
+    }
+
+
 class Conflict(Exception):
     """The object exists already (409 on create)."""
 
@@ -251,31 +281,7 @@ class Kube:
     ) -> None:
         """Record a core/v1 Event about an object, so `kubectl describe` shows its history."""
         meta = obj.get("metadata") or {}
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"name": f"{meta.get('name')}.{uuid.uuid4().hex[:16]}", "namespace": meta.get("namespace")},
-            "involvedObject": {
-                "apiVersion": obj.get("apiVersion"),
-                "kind": obj.get("kind"),
-                "name": meta.get("name"),
-                "namespace": meta.get("namespace"),
-                "uid": meta.get("uid"),
-                "resourceVersion": meta.get("resourceVersion"),
-            },
-            "type": event_type,
-            "reason": reason,
-            "message": message[:1024],
-            "source": {"component": component},
-            "reportingComponent": component,
-            "reportingInstance": component,
-            "firstTimestamp": now[:19] + "Z",
-            "lastTimestamp": now[:19] + "Z",
-            "eventTime": now,
-            "action": reason,
-            "count": 1,
-        }
+        body = event_body(obj, event_type, reason, message, component)
 
         def write() -> None:
             self.core.create_namespaced_event(

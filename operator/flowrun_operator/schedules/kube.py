@@ -6,10 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import kubernetes
@@ -17,6 +15,7 @@ from kubernetes.client.exceptions import ApiException
 
 from flowrun_operator.api.common import FLOWRUN_PLURAL, GROUP, VERSION
 from flowrun_operator.api.flowschedule import SCHEDULE_LABEL, SCHEDULE_PLURAL
+from flowrun_operator.kube.client import event_body
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -178,30 +177,7 @@ class ScheduleApi:
     async def post_event(self, obj: dict[str, Any], event_type: str, reason: str, message: str) -> None:
         """A core/v1 Event about the schedule; best effort (an Event lost is history lost, nothing else)."""
         meta = obj.get("metadata") or {}
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"name": f"{meta.get('name')}.{uuid.uuid4().hex[:16]}", "namespace": meta.get("namespace")},
-            "involvedObject": {
-                "apiVersion": obj.get("apiVersion"),
-                "kind": obj.get("kind"),
-                "name": meta.get("name"),
-                "namespace": meta.get("namespace"),
-                "uid": meta.get("uid"),
-            },
-            "type": event_type,
-            "reason": reason,
-            "message": message[:1024],
-            "source": {"component": COMPONENT},
-            "reportingComponent": COMPONENT,
-            "reportingInstance": COMPONENT,
-            "firstTimestamp": now[:19] + "Z",
-            "lastTimestamp": now[:19] + "Z",
-            "eventTime": now,
-            "action": reason,
-            "count": 1,
-        }
+        body = event_body(obj, event_type, reason, message, COMPONENT)
 
         def write() -> None:
             self.core.create_namespaced_event(
