@@ -55,6 +55,7 @@ from common import (
     table,
     wait_until,
 )
+from flowrun_operator.kube.client import release
 
 GOAL_RATIO = 1.25
 GOAL_CREATE_TO_JOB_P99 = 1.0
@@ -131,12 +132,12 @@ def creators(env: BenchEnv, namespace: str) -> tuple[Callable[[dict[str, Any]], 
     batch = client.BatchV1Api(env.api)
 
     def create_run(body: dict[str, Any]) -> Any:
-        return custom.create_namespaced_custom_object(
-            GROUP, VERSION, namespace, "flowruns", body, _preload_content=False
+        return release(
+            custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "flowruns", body, _preload_content=False)
         )
 
     def create_job(body: dict[str, Any]) -> Any:
-        return batch.create_namespaced_job(namespace, body, _preload_content=False)
+        return release(batch.create_namespaced_job(namespace, body, _preload_content=False))
 
     return create_run, create_job
 

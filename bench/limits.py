@@ -58,6 +58,7 @@ from common import (
     table,
     wait_until,
 )
+from flowrun_operator.kube.client import release
 
 GOAL_UTILISATION = 0.8
 GOAL_SLOT_TO_JOB_P99 = 1.0
@@ -164,7 +165,9 @@ def floor_phase(env: BenchEnv, namespace: str, args: argparse.Namespace) -> dict
                         raise TimeoutError("floor: timed out")
                     slots.cond.wait(timeout=1.0)
             name = f"j-{i:05d}"
-            batch.create_namespaced_job(namespace, bare_job(name, args.pod_seconds, LABEL), _preload_content=False)
+            release(
+                batch.create_namespaced_job(namespace, bare_job(name, args.pod_seconds, LABEL), _preload_content=False)
+            )
         wait_until(
             lambda: len(slots.done) >= args.runs,
             slots.cond,
@@ -217,8 +220,8 @@ def operator_phase(env: BenchEnv, namespace: str, args: argparse.Namespace) -> d
     requests_before = apiserver_requests(env.api)
 
     def create(body: dict[str, Any]) -> Any:
-        return custom.create_namespaced_custom_object(
-            GROUP, VERSION, namespace, "flowruns", body, _preload_content=False
+        return release(
+            custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "flowruns", body, _preload_content=False)
         )
 
     def progress() -> str:

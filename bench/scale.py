@@ -66,6 +66,7 @@ from common import (
     table,
     wait_until,
 )
+from flowrun_operator.kube.client import release
 
 LIMIT_NAME = "scale"
 QUEUE_LABEL = {"team": "scale"}
@@ -319,8 +320,8 @@ def queue_phase(
     found: dict[str, Any] = {"label": label, "runs": runs}
 
     def create(body: dict[str, Any]) -> Any:
-        return custom.create_namespaced_custom_object(
-            GROUP, VERSION, namespace, "flowruns", body, _preload_content=False
+        return release(
+            custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "flowruns", body, _preload_content=False)
         )
 
     def progress() -> str:
@@ -448,16 +449,20 @@ def history_phase(env: BenchEnv, namespace: str, queue_runs: int, args: argparse
 
     def create(name: str) -> None:
         try:
-            custom.create_namespaced_custom_object(
-                GROUP, VERSION, namespace, "flowruns", body(name), _preload_content=False
+            release(
+                custom.create_namespaced_custom_object(
+                    GROUP, VERSION, namespace, "flowruns", body(name), _preload_content=False
+                )
             )
         except ApiException as error:
             if error.status != 409:  # a retried create that had landed
                 raise
 
     def finish(name: str) -> None:
-        custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, "flowruns", name, {"status": finished_status()}, _preload_content=False
+        release(
+            custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, "flowruns", name, {"status": finished_status()}, _preload_content=False
+            )
         )
 
     def seen_all(batch: Sequence[str]) -> Callable[[], bool]:

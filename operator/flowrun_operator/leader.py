@@ -42,6 +42,7 @@ import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from flowrun_operator import metrics
+from flowrun_operator.kube.client import release
 
 log = logging.getLogger("flowrun_operator.leader")
 
@@ -420,9 +421,10 @@ class LeaderElector:
                 "spec": released_record(record, microtime()).to_spec(),
             }
             try:
-                self.api.replace_namespaced_lease(
+                response = self.api.replace_namespaced_lease(
                     cfg.name, cfg.namespace, body, _preload_content=False, _request_timeout=cfg.request_timeout
                 )
+                release(response)
             except Exception as error:
                 # 409: renewed or taken since; either way the Lease expires on its own.
                 self._warn("releasing", error)

@@ -91,6 +91,14 @@ def event_body(obj: dict[str, Any], event_type: str, reason: str, message: str, 
     }
 
 
+def release(response: Any) -> None:
+    """Read a raw (`_preload_content=False`) response to its end so its connection goes back to the pool.
+    An unread response keeps its connection out of the pool until garbage collection, so the next call
+    opens a new one: a TLS handshake per call, which cost more CPU than the calls themselves."""
+    response.read()
+    response.release_conn()
+
+
 class Conflict(Exception):
     """The object exists already (409 on create)."""
 
@@ -220,12 +228,14 @@ class Kube:
 
         def write() -> None:
             try:
-                self.batch.delete_namespaced_job(
-                    name,
-                    namespace,
-                    propagation_policy="Foreground",
-                    _preload_content=False,
-                    _request_timeout=REQUEST_TIMEOUT,
+                release(
+                    self.batch.delete_namespaced_job(
+                        name,
+                        namespace,
+                        propagation_policy="Foreground",
+                        _preload_content=False,
+                        _request_timeout=REQUEST_TIMEOUT,
+                    )
                 )
             except ApiException as error:
                 if error.status != 404:
@@ -284,8 +294,10 @@ class Kube:
         body = event_body(obj, event_type, reason, message, component)
 
         def write() -> None:
-            self.core.create_namespaced_event(
-                meta.get("namespace"), body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            release(
+                self.core.create_namespaced_event(
+                    meta.get("namespace"), body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                )
             )
 
         try:

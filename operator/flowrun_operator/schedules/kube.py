@@ -15,7 +15,7 @@ from kubernetes.client.exceptions import ApiException
 
 from flowrun_operator.api.common import FLOWRUN_PLURAL, GROUP, VERSION
 from flowrun_operator.api.flowschedule import SCHEDULE_LABEL, SCHEDULE_PLURAL
-from flowrun_operator.kube.client import event_body
+from flowrun_operator.kube.client import event_body, release
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -180,8 +180,10 @@ class ScheduleApi:
         body = event_body(obj, event_type, reason, message, COMPONENT)
 
         def write() -> None:
-            self.core.create_namespaced_event(
-                meta.get("namespace"), body, _request_timeout=TIMEOUT, _preload_content=False
+            release(
+                self.core.create_namespaced_event(
+                    meta.get("namespace"), body, _request_timeout=TIMEOUT, _preload_content=False
+                )
             )
 
         try:
