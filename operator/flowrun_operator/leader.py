@@ -42,7 +42,6 @@ import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from flowrun_operator import metrics
-from flowrun_operator.kube.client import release
 
 log = logging.getLogger("flowrun_operator.leader")
 
@@ -424,7 +423,7 @@ class LeaderElector:
                 response = self.api.replace_namespaced_lease(
                     cfg.name, cfg.namespace, body, _preload_content=False, _request_timeout=cfg.request_timeout
                 )
-                release(response)
+                response.data  # noqa: B018  (read to the end: the connection goes back to the pool)
             except Exception as error:
                 # 409: renewed or taken since; either way the Lease expires on its own.
                 self._warn("releasing", error)

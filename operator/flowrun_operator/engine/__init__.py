@@ -147,6 +147,7 @@ class Engine:
                 self._holds[namespace].pop(name, None)
                 self._rejected[namespace].pop(name, None)
                 self._delayed.pop((namespace, name), None)
+                self._cancel_timer((namespace, name))
             self.mark_run(namespace, name)
             return
         if view.put_run(obj):
@@ -417,6 +418,8 @@ class Engine:
             self._mark_later(namespace, run, max(0.0, delay))
         for run in actions.retire:
             done = view.retire(run)
+            if done is not None:
+                self._cancel_timer((namespace, run))  # e.g. a far scheduledStart: nothing is due any more
             if done is not None and done.ttl_seconds is not None and done.completion is not None:
                 expires = done.completion + timedelta(seconds=done.ttl_seconds)
                 self._mark_later(namespace, run, max(0.0, (expires - self.clock.now()).total_seconds() + 0.05))
@@ -725,6 +728,11 @@ class Engine:
                 return
             current[1].cancel()
         self._timers[key] = (at, loop.call_at(at, self._fire, key))
+
+    def _cancel_timer(self, key: tuple[str, str]) -> None:
+        current = self._timers.pop(key, None)
+        if current is not None:
+            current[1].cancel()
 
     def _fire(self, key: tuple[str, str]) -> None:
         self._timers.pop(key, None)
