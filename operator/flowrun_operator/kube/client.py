@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar
 
 import kubernetes
@@ -33,6 +34,7 @@ MERGE_PATCH = "application/merge-patch+json"
 REQUEST_TIMEOUT = (5.0, 20.0)
 LIST_TIMEOUT = (5.0, 120.0)
 CALL_TIMEOUT_SECONDS = 150.0
+LIST_PAGE = 500
 
 
 def load_config() -> kubernetes.client.ApiClient:
@@ -99,6 +101,20 @@ def release(response: Any) -> None:
     response.release_conn()
 
 
+def _slim_custom(obj: dict[str, Any]) -> dict[str, Any]:
+    """A listed FlowRun or ConcurrencyLimit without its managedFields (often its largest part)."""
+    (obj.get("metadata") or {}).pop("managedFields", None)
+    return obj
+
+
+def _slim_job(obj: dict[str, Any]) -> dict[str, Any]:
+    """What the engine reads of a listed Job: its metadata (without managedFields) and status; the spec and
+    its pod template are most of a Job's size and are never read back."""
+    meta = dict(obj.get("metadata") or {})
+    meta.pop("managedFields", None)
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "status": obj.get("status") or {}}
+
+
 class Conflict(Exception):
     """The object exists already (409 on create)."""
 
@@ -138,7 +154,12 @@ class Kube:
     # ----------------------------------------------------------------------------------------- reads
 
     async def list_objects(self, namespaces: Iterable[str] | None) -> Listing:
-        """FlowRuns, ConcurrencyLimits and the operator's Jobs, in the given namespaces or all of them."""
+        """FlowRuns, ConcurrencyLimits and the operator's Jobs, in the given namespaces or all of them.
+
+        Read in pages of LIST_PAGE objects (one consistent snapshot per list: the pages after the first
+        are served at the first page's resourceVersion), and each object is cut down to what the engine
+        reads before the next page is parsed, so a re-list of a namespace with tens of thousands of runs
+        and Jobs never holds them all as full objects at once."""
 
         def read() -> Listing:
             found: dict[str, list[dict[str, Any]]] = {"flowruns": [], "concurrencylimits": [], "jobs": []}
@@ -146,33 +167,54 @@ class Kube:
             scopes: list[str | None] = list(namespaces) if namespaces else [None]
             for ns in scopes:
                 for plural in (FLOWRUN_PLURAL, LIMIT_PLURAL):
-                    if ns is None:
-                        listing = self.custom.list_cluster_custom_object(
-                            GROUP, VERSION, plural, _request_timeout=LIST_TIMEOUT
-                        )
-                    else:
-                        listing = self.custom.list_namespaced_custom_object(
-                            GROUP, VERSION, ns, plural, _request_timeout=LIST_TIMEOUT
-                        )
-                    found[plural].extend(listing["items"])
-                    versions.append(_version(listing))
-                if ns is None:
-                    response = self.batch.list_job_for_all_namespaces(
-                        label_selector=RUN_LABEL, _preload_content=False, _request_timeout=LIST_TIMEOUT
-                    )
-                else:
-                    response = self.batch.list_namespaced_job(
-                        ns, label_selector=RUN_LABEL, _preload_content=False, _request_timeout=LIST_TIMEOUT
-                    )
-                payload = json.loads(response.data)
-                for job in payload["items"]:
-                    job.setdefault("apiVersion", "batch/v1")
-                    job.setdefault("kind", "Job")
-                found["jobs"].extend(payload["items"])
-                versions.append(_version(payload))
+                    pages = partial(self._custom_page, ns, plural)
+                    versions.append(self._list_pages(pages, found[plural], _slim_custom))
+                versions.append(self._list_pages(partial(self._job_page, ns), found["jobs"], _slim_job))
             return Listing(found["flowruns"], found["concurrencylimits"], found["jobs"], min(versions))
 
         return await self._run(read, verb="list")
+
+    @staticmethod
+    def _list_pages(
+        fetch: Callable[[str | None], dict[str, Any]],
+        into: list[dict[str, Any]],
+        slim: Callable[[dict[str, Any]], dict[str, Any]],
+    ) -> int:
+        """Every page of one list into `into`, slimmed; returns the list's resourceVersion."""
+        token: str | None = None
+        version: int | None = None
+        while True:
+            page = fetch(token)
+            if version is None:
+                version = _version(page)
+            into.extend(slim(item) for item in page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue") or None
+            if token is None:
+                return version
+
+    def _custom_page(self, ns: str | None, plural: str, token: str | None) -> dict[str, Any]:
+        paging: dict[str, Any] = {"limit": LIST_PAGE, "_request_timeout": LIST_TIMEOUT}
+        if token:
+            paging["_continue"] = token
+        if ns is None:
+            response = self.custom.list_cluster_custom_object(GROUP, VERSION, plural, _preload_content=False, **paging)
+        else:
+            response = self.custom.list_namespaced_custom_object(
+                GROUP, VERSION, ns, plural, _preload_content=False, **paging
+            )
+        page: dict[str, Any] = json.loads(response.data)
+        return page
+
+    def _job_page(self, ns: str | None, token: str | None) -> dict[str, Any]:
+        paging: dict[str, Any] = {"limit": LIST_PAGE, "_request_timeout": LIST_TIMEOUT, "label_selector": RUN_LABEL}
+        if token:
+            paging["_continue"] = token
+        if ns is None:
+            response = self.batch.list_job_for_all_namespaces(_preload_content=False, **paging)
+        else:
+            response = self.batch.list_namespaced_job(ns, _preload_content=False, **paging)
+        page: dict[str, Any] = json.loads(response.data)
+        return page
 
     async def get_object(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         def read() -> dict[str, Any] | None:
