@@ -7,11 +7,12 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -225,7 +226,9 @@ def test_limit_page_lists_waiters_in_admission_order(
         browser.get(f"{writer.url}runs/{namespace}/holder")
         until(browser, lambda d: d.find_elements(By.ID, "cancel"), message="the Cancel button")
         assert browser.find_elements(By.ID, "retry") == []  # only a Failed run can be retried
-        browser.find_element(By.ID, "cancel").click()
+        # The page re-renders on every watch event of the run, replacing the button: find and click it
+        # again when the element found was replaced before the click.
+        until(browser, click_if_present("cancel"), message="a click on the Cancel button")
         assert runs.wait("holder", timeout=TIMEOUT).phase == "Cancelled"
         browser.close()
     finally:
@@ -238,3 +241,14 @@ def test_limit_page_lists_waiters_in_admission_order(
     )
     detail = json.loads(urllib.request.urlopen(f"{dashboard.url}api/limits/{namespace}/gpu", timeout=10).read())
     assert [w["run"] for w in detail["items"][0]["waiting"]] == ["c", "a"]
+
+
+def click_if_present(element_id: str) -> Callable[[webdriver.Chrome], bool]:
+    def click(driver: webdriver.Chrome) -> bool:
+        try:
+            driver.find_element(By.ID, element_id).click()
+        except (StaleElementReferenceException, NoSuchElementException):
+            return False
+        return True
+
+    return click
