@@ -16,6 +16,10 @@ not resurrected).
 
 from __future__ import annotations
 
+import hashlib
+import heapq
+import json
+import weakref
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -27,7 +31,7 @@ from sortedcontainers import SortedList
 
 from flowrun_operator.api.common import RERUN_ANNOTATION, parse_time
 from flowrun_operator.api.concurrencylimit import ConcurrencyLimitSpec, ConcurrencyLimitStatus
-from flowrun_operator.api.flowrun import FlowRunPhase, FlowRunSpec, FlowRunStatus, is_terminal
+from flowrun_operator.api.flowrun import FlowRunPhase, FlowRunSpec, FlowRunStatus, PodTemplate, is_terminal
 from flowrun_operator.scheduling.jobs import JobInfo, job_info_from
 from flowrun_operator.scheduling.runstate import RunSnapshot
 
@@ -45,6 +49,12 @@ def _errors(error: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
 
 
+def status_digest(raw: dict[str, Any]) -> bytes:
+    """A 128-bit digest of a raw status: equal for equal content, whatever the key order."""
+    text = json.dumps(raw, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+
 def parse_status(raw: dict[str, Any]) -> FlowRunStatus:
     try:
         return FlowRunStatus.model_validate(raw)
@@ -52,11 +62,33 @@ def parse_status(raw: dict[str, Any]) -> FlowRunStatus:
         return FlowRunStatus()  # unreadable status: rebuilt from the Jobs
 
 
+# Runs of one flow usually share their Pod template (a schedule's runs, a deployment's runs: only the
+# parameters differ), so equal templates are kept once; a template goes when no kept run refers to it.
+_templates: weakref.WeakValueDictionary[str, PodTemplate] = weakref.WeakValueDictionary()
+
+
+def _shared(template: PodTemplate, raw: Any) -> PodTemplate:
+    try:
+        key = json.dumps(raw, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError):
+        return template
+    found = _templates.get(key)
+    if found is None:
+        _templates[key] = found = template
+    return found
+
+
 def parse_spec(raw: dict[str, Any]) -> tuple[FlowRunSpec | None, str | None]:
     try:
-        return FlowRunSpec.model_validate(raw), None
+        spec = FlowRunSpec.model_validate(raw)
     except ValidationError as exc:
         return None, "invalid spec: " + _errors(exc)
+    if spec.template is not None:
+        spec.template = _shared(spec.template, raw.get("template"))
+    for task, raw_task in zip(spec.tasks or (), raw.get("tasks") or (), strict=False):
+        if isinstance(raw_task, dict):
+            task.template = _shared(task.template, raw_task.get("template"))
+    return spec, None
 
 
 @dataclass(slots=True)
@@ -65,8 +97,12 @@ class RunRecord:
 
     snapshot: RunSnapshot  # its status is the effective one: a status being written, else the stored one
     resource_version: int
-    stored_status: dict[str, Any]  # as the API server last returned it
+    # A digest of the status as the API server last returned it: enough to recognise an unchanged status
+    # (the echo of a write, a re-list) without keeping the raw object (a few KB per queued run).
+    stored_digest: bytes
     assumed_status: dict[str, Any] | None = None  # written by the operator, not confirmed yet
+    # While a write is outstanding, the stored status it hides (what decisions fall back to if it fails).
+    stored_fallback: FlowRunStatus | None = None
     label_limits: tuple[str, ...] = ()
     annotations_rerun: int = 0
     dag_admitted: bool = False  # a run with tasks holds its label slots from admission until it finishes
@@ -113,6 +149,11 @@ class LimitRecord:
     status: ConcurrencyLimitStatus
     waiting: SortedList = field(default_factory=SortedList)
     holders: set[str] = field(default_factory=set)
+    # Entries that ever left the line: each moves every entry behind it up by at most one place.
+    departed: int = 0
+    # (departures after which a written place in line may have halved, entry): a heap, so finding the runs
+    # whose written place is stale costs the stale ones, not a walk of the line.
+    recheck: list[tuple[int, QueueEntry]] = field(default_factory=list)
 
     @property
     def capacity(self) -> int | None:
@@ -128,6 +169,14 @@ class LimitRecord:
 
     def position(self, entry: QueueEntry) -> int:
         return int(self.waiting.index(entry)) + 1
+
+    def schedule_recheck(self, entry: QueueEntry, written: int) -> None:
+        """A run's place was written as `written`: look again once it can have reached half of that."""
+        position = self.position(entry)
+        heapq.heappush(self.recheck, (self.departed + max(0, position - written // 2), entry))
+
+    def recheck_soon(self, entry: QueueEntry) -> None:
+        heapq.heappush(self.recheck, (self.departed, entry))
 
 
 def limit_record(obj: dict[str, Any]) -> LimitRecord:
@@ -267,6 +316,7 @@ class NamespaceView:
         assumed = current.assumed_status if current is not None else None
         if assumed is not None and raw_status == assumed:
             assumed = None  # our write has landed
+        digest = status_digest(raw_status)
         labels = dict(meta.get("labels") or {})
         created = meta.get("creationTimestamp")
         if (
@@ -274,12 +324,17 @@ class NamespaceView:
             and current.snapshot.generation == generation
             and current.snapshot.labels == labels
             and current.annotations_rerun == rerun
-            and (assumed if assumed is not None else raw_status)
-            == (current.assumed_status if current.assumed_status is not None else current.stored_status)
+            # Decisions see the outstanding write (unchanged), the write that just landed (what they saw),
+            # or the stored status, unchanged when its digest is.
+            and (current.assumed_status is not None or digest == current.stored_digest)
         ):
             # Nothing a decision reads has changed (typically the echo of the operator's own write).
             current.resource_version = version or current.resource_version
-            current.stored_status = raw_status
+            if assumed is None:
+                current.stored_fallback = None
+            elif digest != current.stored_digest:
+                current.stored_fallback = parse_status(raw_status)  # changed under a write still outstanding
+            current.stored_digest = digest
             current.assumed_status = assumed
             return False
         status = parse_status(assumed if assumed is not None else raw_status)
@@ -298,8 +353,9 @@ class NamespaceView:
         record = RunRecord(
             snapshot=snapshot,
             resource_version=version,
-            stored_status=raw_status,
+            stored_digest=digest,
             assumed_status=assumed,
+            stored_fallback=parse_status(raw_status) if assumed is not None else None,
             label_limits=current.label_limits if current is not None and current.snapshot.labels == labels else (),
             annotations_rerun=rerun,
             dag_admitted=current.dag_admitted if current is not None else False,
@@ -332,9 +388,12 @@ class NamespaceView:
         if record is None:
             return None
         before = self.run_phase(name)
+        if record.assumed_status is None:
+            record.stored_fallback = record.snapshot.status
         record.assumed_status = status
         record.snapshot = _with_status(record.snapshot, parse_status(status))
         self._count(before, self.run_phase(name))
+        self._schedule_rechecks(name, self.shares.get(name, EMPTY_SHARE).waiting)
         return record
 
     def settle_status(self, name: str, written: dict[str, Any], stored: dict[str, Any] | None) -> None:
@@ -349,8 +408,13 @@ class NamespaceView:
         record.assumed_status = None
         if stored is not None and version_of(stored) >= record.resource_version:
             record.resource_version = version_of(stored)
-            record.stored_status = stored.get("status") or {}
-        record.snapshot = _with_status(record.snapshot, parse_status(record.stored_status))
+            raw_status = stored.get("status") or {}
+            record.stored_digest = status_digest(raw_status)
+            status = parse_status(raw_status)
+        else:
+            status = record.stored_fallback if record.stored_fallback is not None else record.snapshot.status
+        record.stored_fallback = None
+        record.snapshot = _with_status(record.snapshot, status)
         self._count(before, self.run_phase(name))
 
     def retire(self, name: str) -> FinishedRun | None:
@@ -495,10 +559,12 @@ class NamespaceView:
                 touched.add(limit)
         for limit, entry in old.waiting - share.waiting:
             record = self.limits.get(limit)
-            if record is not None:
-                record.waiting.discard(entry)
+            if record is not None and entry in record.waiting:
+                record.waiting.remove(entry)
+                record.departed += 1
                 touched.add(limit)
-        for limit, entry in share.waiting - old.waiting:
+        joined = share.waiting - old.waiting
+        for limit, entry in joined:
             record = self.limits.get(limit)
             if record is not None:
                 record.waiting.add(entry)
@@ -507,17 +573,66 @@ class NamespaceView:
             self.shares.pop(run, None)
         else:
             self.shares[run] = share
+        self._schedule_rechecks(run, joined)  # e.g. after a restart: places written by a former process
         return touched
+
+    def _schedule_rechecks(self, run: str, entries: Iterable[tuple[str, QueueEntry]]) -> None:
+        record = self.runs.get(run)
+        if record is None:
+            return
+        for name, entry in entries:
+            limit = self.limits.get(name)
+            if limit is None or entry not in limit.waiting:
+                continue
+            written = written_position(record.snapshot.status, name, entry[2])
+            if written is not None:
+                limit.schedule_recheck(entry, written)
+
+    def stale_places(self, name: str) -> list[tuple[int, str, QueueEntry]]:
+        """(place, run, entry) of the waiters of a limit whose written place is at least twice their place
+        now; taken off the recheck schedule (a rewrite schedules them again). Costs O(k log n) for the k
+        entries whose recheck is due."""
+        limit = self.limits.get(name)
+        if limit is None:
+            return []
+        stale: list[tuple[int, str, QueueEntry]] = []
+        while limit.recheck and limit.recheck[0][0] <= limit.departed:
+            _, entry = heapq.heappop(limit.recheck)
+            if entry not in limit.waiting:
+                continue  # left the line since
+            run = entry[2].split("/", 1)[0]
+            record = self.runs.get(run)
+            written = written_position(record.snapshot.status, name, entry[2]) if record is not None else None
+            if written is None:
+                continue
+            position = limit.position(entry)
+            if position * 2 <= written:
+                stale.append((position, run, entry))
+            else:
+                heapq.heappush(limit.recheck, (limit.departed + position - written // 2, entry))
+        return stale
 
     def reset_limit_indexes(self) -> None:
         """Empty every limit's holders and line and forget the shares (decide rebuilds them)."""
         for record in self.limits.values():
             record.holders.clear()
             record.waiting.clear()
+            record.recheck.clear()
         self.shares.clear()
 
     def run_names(self) -> Iterator[str]:
         yield from set(self.runs) | set(self.jobs_by_run)
+
+
+def written_position(status: FlowRunStatus, limit: str, key: str) -> int | None:
+    """The place in `limit`'s line written in a run's status for `key` (the run, or `<run>/<task>`)."""
+    if "/" not in key:
+        return next((w.position for w in status.waiting_for if w.name == limit), None)
+    task = key.split("/", 1)[1]
+    for task_run in status.task_runs:
+        if task_run.name == task:
+            return next((w.position for w in task_run.waiting_for if w.name == limit), None)
+    return None
 
 
 def _matching(spec: ConcurrencyLimitSpec | None) -> Any:

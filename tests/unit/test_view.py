@@ -1,0 +1,156 @@
+"""The engine's view keeps little per run: a digest of the stored status instead of the raw object, one copy
+of a Pod template shared by the runs that use it. These tests pin what that must not change."""
+
+from __future__ import annotations
+
+import gc
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flowrun_operator.engine.view import EMPTY_SHARE, NamespaceView, Share, parse_spec
+
+PENDING: dict[str, Any] = {
+    "phase": "Pending",
+    "observedGeneration": 1,
+    "waitingFor": [{"name": "team", "position": 3, "inUse": 1, "limit": 1}],
+}
+
+
+def run(name: str, version: int, status: dict[str, Any] | None = None, command: str = "true") -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "uid": f"uid-{name}",
+            "resourceVersion": str(version),
+            "generation": 1,
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+            "labels": {"team": "a"},
+        },
+        "spec": {
+            "flow": "etl",
+            "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "main", "command": [command]}]}},
+        },
+        "status": status or {},
+    }
+
+
+def test_an_unchanged_status_in_another_key_order_is_not_a_change() -> None:
+    view = NamespaceView("ns")
+    assert view.put_run(run("a", 1, PENDING))
+    reordered = dict(reversed(list(PENDING.items())))
+    assert not view.put_run(run("a", 2, reordered))
+    assert view.runs["a"].resource_version == 2
+    assert view.put_run(
+        run("a", 3, {**PENDING, "waitingFor": [{"name": "team", "position": 1, "inUse": 1, "limit": 1}]})
+    )
+    assert view.runs["a"].snapshot.status.waiting_for[0].position == 1
+
+
+def test_a_failed_write_falls_back_to_the_stored_status() -> None:
+    view = NamespaceView("ns")
+    view.put_run(run("a", 1, PENDING))
+    written = {"phase": "Submitted", "observedGeneration": 1}
+    view.assume_status("a", written)
+    assert view.run_phase("a") == "Submitted"
+    view.settle_status("a", written, None)
+    assert view.run_phase("a") == "Pending"
+    assert view.runs["a"].snapshot.status.waiting_for[0].position == 3
+
+
+def test_a_status_stored_under_an_outstanding_write_is_the_fallback() -> None:
+    view = NamespaceView("ns")
+    view.put_run(run("a", 1, PENDING))
+    written = {"phase": "Submitted", "observedGeneration": 1}
+    view.assume_status("a", written)
+    moved = {**PENDING, "waitingFor": [{"name": "team", "position": 1, "inUse": 1, "limit": 1}]}
+    assert not view.put_run(run("a", 2, moved))  # decisions still see the write in flight
+    assert view.run_phase("a") == "Submitted"
+    view.settle_status("a", written, None)
+    assert view.run_phase("a") == "Pending"
+    assert view.runs["a"].snapshot.status.waiting_for[0].position == 1
+
+
+def test_the_echo_of_a_landed_write_is_not_a_change() -> None:
+    view = NamespaceView("ns")
+    view.put_run(run("a", 1, PENDING))
+    written = {"phase": "Submitted", "observedGeneration": 1}
+    view.assume_status("a", written)
+    assert not view.put_run(run("a", 2, dict(written)))
+    record = view.runs["a"]
+    assert record.assumed_status is None and record.stored_fallback is None
+    assert view.run_phase("a") == "Submitted"
+    assert not view.put_run(run("a", 3, dict(written)))
+
+
+def test_equal_templates_are_kept_once_and_go_with_their_last_run() -> None:
+    view = NamespaceView("ns")
+    view.put_run(run("a", 1))
+    view.put_run(run("b", 2))
+    view.put_run(run("c", 3, command="false"))
+    spec_a, spec_b, spec_c = (view.runs[n].snapshot.spec for n in "abc")
+    assert spec_a is not None and spec_b is not None and spec_c is not None
+    assert spec_a.template is spec_b.template
+    assert spec_a.template is not spec_c.template
+    assert spec_c.template is not None and spec_c.template.spec["containers"][0]["command"] == ["false"]
+    del spec_a, spec_b, spec_c
+    view.drop_run("a")
+    view.drop_run("b")
+    view.drop_run("c")
+    gc.collect()
+    fresh, _ = parse_spec(run("d", 4)["spec"])
+    again, _ = parse_spec(run("e", 5)["spec"])
+    assert fresh is not None and again is not None and fresh.template is again.template
+
+
+def waiting_status(position: int) -> dict[str, Any]:
+    return {
+        "phase": "Pending",
+        "observedGeneration": 1,
+        "waitingFor": [{"name": "team", "position": position, "inUse": 0, "limit": 0}],
+    }
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["leave", "join"]), st.integers(0, 10**6), st.integers(0, 2)), max_size=80))
+def test_stale_places_are_exactly_the_halved_ones(steps: list[tuple[str, int, int]]) -> None:
+    """After any sequence of departures (anywhere in the line) and arrivals (any priority), the runs reported
+    stale are exactly those whose written place is at least twice their place now, as a walk would find."""
+    view = NamespaceView("ns")
+    view.put_limit(
+        {
+            "metadata": {"name": "team", "uid": "l", "resourceVersion": "1", "generation": 1},
+            "spec": {"limit": 0, "selector": {"matchLabels": {"team": "a"}}},
+        }
+    )
+    limit = view.limits["team"]
+    counter = 0
+
+    def join(priority: int) -> None:
+        nonlocal counter
+        counter += 1
+        name = f"r{counter:04d}"
+        view.put_run(run(name, counter + 1))
+        entry = (-priority, float(counter), name)
+        view.set_share(name, Share(waiting=frozenset({("team", entry)})))
+        view.assume_status(name, waiting_status(limit.position(entry)))
+
+    for _ in range(40):
+        join(0)
+    for action, pick, priority in steps:
+        if action == "join" or not limit.waiting:
+            join(priority)
+        else:
+            _, _, name = limit.waiting[pick % len(limit.waiting)]
+            view.set_share(name, EMPTY_SHARE)
+        expected = set()
+        for position, (_, _, name) in enumerate(limit.waiting, start=1):
+            written = view.runs[name].snapshot.status.waiting_for[0].position
+            if position * 2 <= written:
+                expected.add((position, name))
+        found = {(position, name) for position, name, _ in view.stale_places("team")}
+        assert found == expected
+        for position, name in found:  # rewritten, as the engine's refresh does
+            view.assume_status(name, waiting_status(position))
