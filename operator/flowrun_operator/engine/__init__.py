@@ -34,7 +34,7 @@ from flowrun_operator.scheduling.runstate import JobToCreate, RunEvent, RunSnaps
 from .act import Backoff, Key, StatusWriter, Write, describe_failure
 from .clock import Clock, SystemClock
 from .decide import Actions, Hold, Round
-from .view import NamespaceView, version_of
+from .view import NamespaceView, QueueEntry, version_of
 
 __all__ = ["Engine"]
 
@@ -672,33 +672,24 @@ class Engine:
                 self._writer.submit((LIMIT_PLURAL, namespace, name), Write(desired, desired, events, urgent=False))
 
     def _plan_refreshes(self) -> None:
-        """Rewrite the place in line of waiting runs whose written position is stale: one walk of each line
-        that changed (positions come from the line's order), front of the line first, within a budget."""
+        """Rewrite the place in line of waiting runs whose written place is at least twice their place now:
+        only the entries whose recheck is due are looked at (see LimitRecord.recheck), front of the line
+        first, within a budget; the rest stay due for the next round."""
         changed, self._lines_changed = self._lines_changed, set()
-        candidates: list[tuple[int, str, str]] = []
+        candidates: list[tuple[int, str, str, str, QueueEntry]] = []
         for namespace, name in changed:
-            view = self.view(namespace)
-            limit = view.limits.get(name)
-            if limit is None:
-                continue
-            for position, entry in enumerate(limit.waiting, start=1):
-                run = entry[2].split("/", 1)[0]
-                record = view.runs.get(run)
-                if record is None:
-                    continue
-                written = _written_position(record.snapshot.status, name, entry[2])
-                if written is None or written == position:
-                    continue
-                if position * 2 <= written:
-                    candidates.append((position, namespace, run))
+            for position, run, entry in self.view(namespace).stale_places(name):
+                candidates.append((position, namespace, run, name, entry))
         budget = REFRESHES_PER_SECOND
         seen: set[tuple[str, str]] = set()
-        for _, namespace, run in sorted(candidates):
-            if budget <= 0:
-                # Still stale: look again next time.
-                self._lines_changed.update(changed)
-                break
+        for _, namespace, run, name, entry in sorted(candidates):
             if (namespace, run) in seen:
+                continue
+            if budget <= 0:
+                limit = self.view(namespace).limits.get(name)
+                if limit is not None:
+                    limit.recheck_soon(entry)  # still stale: due next round
+                    self._lines_changed.add((namespace, name))
                 continue
             seen.add((namespace, run))
             self._refresh[namespace].add(run)
@@ -746,13 +737,3 @@ class Engine:
 
 def _rv(value: str) -> int:
     return int(value) if value.isdigit() else 0
-
-
-def _written_position(status: FlowRunStatus, limit: str, key: str) -> int | None:
-    if "/" not in key:
-        return next((w.position for w in status.waiting_for if w.name == limit), None)
-    task = key.split("/", 1)[1]
-    for task_run in status.task_runs:
-        if task_run.name == task:
-            return next((w.position for w in task_run.waiting_for if w.name == limit), None)
-    return None
