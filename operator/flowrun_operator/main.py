@@ -4,29 +4,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import ctypes
 import logging
 import os
 
 import kopf
 
 import flowrun_operator.schedules.handlers  # noqa: F401  (registers the FlowSchedule controller)
-from flowrun_operator import leader, metrics
+from flowrun_operator import leader, memory, metrics
 from flowrun_operator.handlers import operator as _handlers  # noqa: F401  (registers the handlers)
 from flowrun_operator.handlers import probes  # also registers the engine's liveness check
 
 
-def _few_malloc_arenas() -> None:
-    """glibc gives every thread that allocates its own malloc arena; the API client's threads parse large
-    responses, and memory freed in those arenas is rarely returned, so the RSS of a busy operator would
-    follow its worst burst. Two arenas keep it near what is in use (MALLOC_ARENA_MAX=2, set at run time)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").mallopt(-8, 2)  # M_ARENA_MAX
-
-
 def main(argv: list[str] | None = None) -> None:
-    _few_malloc_arenas()
+    if argv is None:  # started as a program (not called from Python): restart on glibc's malloc first
+        memory.use_system_malloc()
+    memory.few_malloc_arenas()
     parser = argparse.ArgumentParser(prog="flowrun-operator", description=__doc__)
     parser.add_argument(
         "-n",
@@ -112,6 +104,7 @@ async def run(namespaces: list[str], liveness: str | None, election: leader.Elec
             if standby is not None:
                 await standby.stop()
         elector.start_renewing()
+    trimmer = asyncio.create_task(memory.trim_periodically(), name="flowrun-malloc-trim")
     try:
         await kopf.operator(
             standalone=True,
@@ -121,6 +114,7 @@ async def run(namespaces: list[str], liveness: str | None, election: leader.Elec
             memo=kopf.Memo(namespaces=namespaces),
         )
     finally:
+        trimmer.cancel()
         if elector is not None:
             # After Kopf has stopped every handler: a standby may start the moment this lands.
             await asyncio.to_thread(elector.release)
