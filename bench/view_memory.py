@@ -14,16 +14,11 @@ from __future__ import annotations
 import gc
 import json
 import os
-import sys
 import tracemalloc
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import flowrun  # noqa: E402
-
-from flowrun_operator.engine import Engine  # noqa: E402
+from common import flowrun
+from flowrun_operator.engine import Engine
 
 NAMESPACE = "bench"
 LIMIT = "scale"
@@ -77,7 +72,7 @@ def measure(runs: int, phase: str) -> float:
     engine.on_limit(
         "ADDED",
         {
-            "metadata": {"namespace": NAMESPACE, "name": LIMIT, "uid": "limit", "resourceVersion": "1", "generation": 1},
+            "metadata": {"namespace": NAMESPACE, "name": LIMIT, "uid": "l", "resourceVersion": "1", "generation": 1},
             "spec": {"limit": 0, "selector": {"matchLabels": {"team": "scale"}}},
         },
     )

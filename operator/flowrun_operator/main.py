@@ -16,8 +16,6 @@ from flowrun_operator.handlers import probes  # also registers the engine's live
 
 
 def main(argv: list[str] | None = None) -> None:
-    if argv is None:  # started as a program (not called from Python): restart on glibc's malloc first
-        memory.use_system_malloc()
     memory.few_malloc_arenas()
     parser = argparse.ArgumentParser(prog="flowrun-operator", description=__doc__)
     parser.add_argument(

@@ -1,8 +1,9 @@
 """Keeping the process's resident memory near what is in use.
 
 glibc keeps memory freed by the program (large response bodies, a burst's transient objects) inside its
-heap, where it stays resident; `malloc_trim` gives the free pages back. Without glibc (musl, other
-systems) these are no-ops.
+heap, where it stays resident; `malloc_trim` gives its free pages back. Without glibc (musl, other
+systems) these are no-ops. CPython's own small-object allocator is left in place: restarting on glibc's
+malloc (PYTHONMALLOC=malloc) cost 19% more CPU in the limits benchmark and did not lower the RSS.
 """
 
 from __future__ import annotations
@@ -11,9 +12,6 @@ import asyncio
 import contextlib
 import ctypes
 import logging
-import os
-import sys
-from collections.abc import Mapping
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -26,29 +24,6 @@ def _libc() -> Any:
         return ctypes.CDLL("libc.so.6")
     except OSError:
         return None
-
-
-def system_malloc_command(environ: Mapping[str, str], orig_argv: list[str]) -> list[str] | None:
-    """The command line that restarts this interpreter on glibc's malloc, or None when it should not.
-
-    CPython's own small-object allocator returns a 1 MiB arena to the system only once every object in it
-    is freed, so after a burst (thousands of events, writes and Events at once) the few records that
-    outlive it keep most arenas resident, and the operator's RSS stays at its peak. On glibc's malloc,
-    `trim_periodically` gives free pages back. PYTHONMALLOC set to anything (e.g. `pymalloc`) keeps the
-    interpreter as started."""
-    if environ.get("PYTHONMALLOC") or not sys.platform.startswith("linux") or not orig_argv:
-        return None
-    return list(orig_argv)
-
-
-def use_system_malloc() -> None:
-    command = system_malloc_command(os.environ, list(getattr(sys, "orig_argv", [])))
-    if command is None:
-        return
-    os.environ["PYTHONMALLOC"] = "malloc"
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execv(sys.executable, command)
 
 
 def few_malloc_arenas() -> None:
