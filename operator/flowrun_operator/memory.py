@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import logging
 from typing import Any
 
@@ -19,6 +20,7 @@ TRIM_SECONDS = 30.0
 M_ARENA_MAX = -8
 
 
+@functools.cache
 def _libc() -> Any:
     try:
         return ctypes.CDLL("libc.so.6")

@@ -11,11 +11,17 @@ from hypothesis import strategies as st
 
 from flowrun_operator.engine.view import EMPTY_SHARE, NamespaceView, Share, parse_spec
 
-PENDING: dict[str, Any] = {
-    "phase": "Pending",
-    "observedGeneration": 1,
-    "waitingFor": [{"name": "team", "position": 3, "inUse": 1, "limit": 1}],
-}
+
+def waiting_status(position: int) -> dict[str, Any]:
+    return {
+        "phase": "Pending",
+        "observedGeneration": 1,
+        "waitingFor": [{"name": "team", "position": position, "inUse": 0, "limit": 0}],
+    }
+
+
+PENDING = waiting_status(3)
+WRITTEN = {"phase": "Submitted", "observedGeneration": 1}
 
 
 def run(name: str, version: int, status: dict[str, Any] | None = None, command: str = "true") -> dict[str, Any]:
@@ -43,46 +49,41 @@ def test_an_unchanged_status_in_another_key_order_is_not_a_change() -> None:
     reordered = dict(reversed(list(PENDING.items())))
     assert not view.put_run(run("a", 2, reordered))
     assert view.runs["a"].resource_version == 2
-    assert view.put_run(
-        run("a", 3, {**PENDING, "waitingFor": [{"name": "team", "position": 1, "inUse": 1, "limit": 1}]})
-    )
+    assert view.put_run(run("a", 3, waiting_status(1)))
     assert view.runs["a"].snapshot.status.waiting_for[0].position == 1
 
 
-def test_a_failed_write_falls_back_to_the_stored_status() -> None:
+def pending_run_with_a_write_in_flight() -> NamespaceView:
     view = NamespaceView("ns")
     view.put_run(run("a", 1, PENDING))
-    written = {"phase": "Submitted", "observedGeneration": 1}
-    view.assume_status("a", written)
+    view.assume_status("a", WRITTEN)
     assert view.run_phase("a") == "Submitted"
-    view.settle_status("a", written, None)
+    return view
+
+
+def test_a_failed_write_falls_back_to_the_stored_status() -> None:
+    view = pending_run_with_a_write_in_flight()
+    view.settle_status("a", WRITTEN, None)
     assert view.run_phase("a") == "Pending"
     assert view.runs["a"].snapshot.status.waiting_for[0].position == 3
 
 
 def test_a_status_stored_under_an_outstanding_write_is_the_fallback() -> None:
-    view = NamespaceView("ns")
-    view.put_run(run("a", 1, PENDING))
-    written = {"phase": "Submitted", "observedGeneration": 1}
-    view.assume_status("a", written)
-    moved = {**PENDING, "waitingFor": [{"name": "team", "position": 1, "inUse": 1, "limit": 1}]}
-    assert not view.put_run(run("a", 2, moved))  # decisions still see the write in flight
+    view = pending_run_with_a_write_in_flight()
+    assert not view.put_run(run("a", 2, waiting_status(1)))  # decisions still see the write in flight
     assert view.run_phase("a") == "Submitted"
-    view.settle_status("a", written, None)
+    view.settle_status("a", WRITTEN, None)
     assert view.run_phase("a") == "Pending"
     assert view.runs["a"].snapshot.status.waiting_for[0].position == 1
 
 
 def test_the_echo_of_a_landed_write_is_not_a_change() -> None:
-    view = NamespaceView("ns")
-    view.put_run(run("a", 1, PENDING))
-    written = {"phase": "Submitted", "observedGeneration": 1}
-    view.assume_status("a", written)
-    assert not view.put_run(run("a", 2, dict(written)))
+    view = pending_run_with_a_write_in_flight()
+    assert not view.put_run(run("a", 2, dict(WRITTEN)))
     record = view.runs["a"]
     assert record.assumed_status is None and record.stored_fallback is None
     assert view.run_phase("a") == "Submitted"
-    assert not view.put_run(run("a", 3, dict(written)))
+    assert not view.put_run(run("a", 3, dict(WRITTEN)))
 
 
 def test_equal_templates_are_kept_once_and_go_with_their_last_run() -> None:
@@ -103,14 +104,6 @@ def test_equal_templates_are_kept_once_and_go_with_their_last_run() -> None:
     fresh, _ = parse_spec(run("d", 4)["spec"])
     again, _ = parse_spec(run("e", 5)["spec"])
     assert fresh is not None and again is not None and fresh.template is again.template
-
-
-def waiting_status(position: int) -> dict[str, Any]:
-    return {
-        "phase": "Pending",
-        "observedGeneration": 1,
-        "waitingFor": [{"name": "team", "position": position, "inUse": 0, "limit": 0}],
-    }
 
 
 @settings(max_examples=60, deadline=None)

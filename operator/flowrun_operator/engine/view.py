@@ -170,9 +170,10 @@ class LimitRecord:
     def position(self, entry: QueueEntry) -> int:
         return int(self.waiting.index(entry)) + 1
 
-    def schedule_recheck(self, entry: QueueEntry, written: int) -> None:
+    def schedule_recheck(self, entry: QueueEntry, written: int, position: int | None = None) -> None:
         """A run's place was written as `written`: look again once it can have reached half of that."""
-        position = self.position(entry)
+        if position is None:
+            position = self.position(entry)
         heapq.heappush(self.recheck, (self.departed + max(0, position - written // 2), entry))
 
     def recheck_soon(self, entry: QueueEntry) -> None:
@@ -609,7 +610,7 @@ class NamespaceView:
             if position * 2 <= written:
                 stale.append((position, run, entry))
             else:
-                heapq.heappush(limit.recheck, (limit.departed + position - written // 2, entry))
+                limit.schedule_recheck(entry, written, position)
         return stale
 
     def reset_limit_indexes(self) -> None:
