@@ -39,6 +39,7 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
+from prometheus_client.parser import text_string_to_metric_families
 
 from flowrun_operator.devcluster import DURATION_ANNOTATION, EXIT_CODE_ANNOTATION, DevCluster
 
@@ -423,6 +424,8 @@ class Operator:
         self.profile_path = log_dir / "operator.prof" if os.environ.get("BENCH_PROFILE") else None
         self.env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
         self.port = _free_port()
+        self.metrics_port = int(self.env.get("METRICS_PORT") or 0) or _free_port()
+        self.env["METRICS_PORT"] = str(self.metrics_port)  # the operator serves /metrics there
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -456,6 +459,21 @@ class Operator:
                 return data if isinstance(data, dict) else {}
         except (OSError, ValueError):
             return None
+
+    def counters(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
+        """The operator's counter samples from its /metrics, by (name, sorted labels); None if it does not answer."""
+        try:
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+            with opener.open(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+                text = response.read().decode()
+        except OSError:
+            return None
+        found: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        return found
 
     def log_tail(self, chars: int = 3000) -> str:
         with contextlib.suppress(OSError):
@@ -707,6 +725,33 @@ def git_state() -> dict[str, Any]:
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         return {"commit": git("rev-parse", "HEAD"), "operator_dirty": bool(git("status", "--porcelain", "operator"))}
     return {}
+
+
+Counters = Mapping[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def flowrun_writes_by_phase(before: Counters | None, after: Counters | None) -> dict[str, float]:
+    """FlowRun status patches the operator stored between two scrapes, by the phase written ("refresh":
+    a place-in-line rewrite of a Pending run); empty when /metrics was not readable."""
+    if before is None or after is None:
+        return {}
+    found: dict[str, float] = defaultdict(float)
+    for (name, labels), value in after.items():
+        tags = dict(labels)
+        if name != "flowrun_status_writes_total" or tags.get("kind") != "flowruns":
+            continue
+        delta = value - before.get((name, labels), 0.0)
+        if delta:
+            found["refresh" if tags.get("urgency") == "refresh" else tags.get("phase") or "-"] += delta
+    return dict(found)
+
+
+def writes_line(writes: Mapping[str, float], runs: int) -> str:
+    if not writes:
+        return "FlowRun status writes by phase (/metrics): unavailable"
+    total = sum(writes.values())
+    parts = ", ".join(f"{phase} {count / runs:.2f}" for phase, count in sorted(writes.items()))
+    return f"FlowRun status writes per run (/metrics): {total / runs:.2f} ({parts})"
 
 
 def engine_counters(health: Mapping[str, Any] | None) -> str:

@@ -39,6 +39,7 @@ from common import (
     custom_lister,
     engine_counters,
     flowrun,
+    flowrun_writes_by_phase,
     install_signal_handlers,
     job_finished,
     job_lister,
@@ -54,6 +55,7 @@ from common import (
     summary,
     table,
     wait_until,
+    writes_line,
 )
 from flowrun_operator.kube.client import release
 
@@ -342,7 +344,9 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(args.settle)
         bare = load_phase(env, ns_bare, "jobs", args.runs, args.threads, args.pod_seconds, args.timeout)
         time.sleep(args.settle)
+        counters_before = operator.counters()
         runs = load_phase(env, ns_runs, "flowruns", args.runs, args.threads, args.pod_seconds, args.timeout)
+        runs["status_writes_by_phase"] = flowrun_writes_by_phase(counters_before, operator.counters())
         memory = memory_of(operator.pid)
         health = operator.health()
         tracebacks = operator.tracebacks()
@@ -351,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
         extra = (
             f"operator: peak RSS {memory.get('VmHWM', float('nan')):.0f} MiB, "
             f"RSS now {memory.get('VmRSS', float('nan')):.0f} MiB, tracebacks in log: {tracebacks}\n"
+            + writes_line(runs["status_writes_by_phase"], args.runs)
+            + "\n"
             + engine_counters(health)
         )
         print(text + "\n\n" + extra, flush=True)

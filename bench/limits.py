@@ -44,6 +44,7 @@ from common import (
     custom_lister,
     engine_counters,
     flowrun,
+    flowrun_writes_by_phase,
     install_signal_handlers,
     job_finished,
     job_lister,
@@ -57,6 +58,7 @@ from common import (
     summary,
     table,
     wait_until,
+    writes_line,
 )
 from flowrun_operator.kube.client import release
 
@@ -362,13 +364,16 @@ def main(argv: list[str] | None = None) -> int:
         operator = env.start_operator([ns_op])
         floor = floor_phase(env, ns_floor, args)
         time.sleep(args.settle)
+        counters_before = operator.counters()
         op = operator_phase(env, ns_op, args)
+        op["status_writes_by_phase"] = flowrun_writes_by_phase(counters_before, operator.counters())
         memory = memory_of(operator.pid)
         health = operator.health()
         tracebacks = operator.tracebacks()
         text = (
             report(args, floor, op, memory)
-            + f"\n\noperator tracebacks in log: {tracebacks}\n"
+            + f"\n\n{writes_line(op['status_writes_by_phase'], args.runs)}"
+            + f"\noperator tracebacks in log: {tracebacks}\n"
             + engine_counters(health)
         )
         print(text, flush=True)

@@ -40,7 +40,9 @@ API_REQUESTS = Histogram(
 API_ERRORS = Counter("flowrun_api_errors_total", "Failed API calls, by verb and reason.", ["verb", "reason"])
 API_RETRIES = Counter("flowrun_api_retries_total", "API calls retried after a transient error.", ["verb", "reason"])
 STATUS_WRITES = Counter(
-    "flowrun_status_writes_total", "Status patches stored, by kind and urgency.", ["kind", "urgency"]
+    "flowrun_status_writes_total",
+    "Status patches stored, by kind, urgency and the phase written (empty for ConcurrencyLimits).",
+    ["kind", "urgency", "phase"],
 )
 EVENTS_POSTED = Counter("flowrun_events_posted_total", "Events posted by the operator.", ["reason"])
 JOBS_CREATED = Counter("flowrun_jobs_created_total", "Jobs created by the operator.")

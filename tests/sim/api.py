@@ -286,6 +286,9 @@ class FakeApi:
 
     async def create_job(self, namespace: str, body: Obj) -> Obj:
         name = str(body["metadata"]["name"])
+        # Admission is judged by what the operator knew when it sent the request: a limit it learns of while
+        # the request is on its way could not have changed that decision.
+        known = dict(self.known_limits(OWNER.get()))
         fault = await self._enter("create_job", name, body)
         if self.quota_until.get(namespace, -1.0) > self.now:
             raise fault_error("403quota", "create_job", name)
@@ -293,7 +296,7 @@ class FakeApi:
             raise Conflict(name)
         if len(name) > 63:
             raise api_error(422, "Unprocessable Entity", f'Job.batch "{name}" is invalid: metadata.name: too long')
-        job = self._create_job(namespace, body)
+        job = self._create_job(namespace, body, known)
         await self._leave(fault, "create_job")
         return job
 
@@ -413,7 +416,7 @@ class FakeApi:
 
     # ---------------------------------------------------------------------------------------- Jobs
 
-    def _create_job(self, namespace: str, body: Obj) -> Obj:
+    def _create_job(self, namespace: str, body: Obj, known: dict[Key, Obj]) -> Obj:
         job = clone(body)
         meta = job.setdefault("metadata", {})
         meta["namespace"] = namespace
@@ -442,7 +445,7 @@ class FakeApi:
             incarnation=OWNER.get(),
             deadline=self.now + float(deadline) if deadline else None,
         )
-        self._check_creation(record)
+        self._check_creation(record, known)
         self.objects[JOBS][record.key] = job
         self.jobs.append(record)
         self.job_by_uid[record.uid] = record
@@ -628,7 +631,7 @@ class FakeApi:
 
     # ------------------------------------------------------------------------ checks on each write
 
-    def _check_creation(self, record: JobRecord) -> None:
+    def _check_creation(self, record: JobRecord, known: dict[Key, Obj]) -> None:
         same = [
             r
             for r in self.jobs
@@ -648,7 +651,6 @@ class FakeApi:
                     "no-job-for-finished-run", f"Job {record.key[1]} created for run {record.run} stored as {phase}"
                 )
         namespace = record.key[0]
-        known = self.known_limits(record.incarnation)
         record.knew = {key: (o["metadata"]["uid"], int(o["metadata"]["generation"])) for key, o in known.items()}
         for (ns, name), limit in sorted(known.items()):
             spec = limit.get("spec") or {}
@@ -712,8 +714,22 @@ class FakeApi:
                 )
             if int(task.get("attempt") or 0) < int(before.get("attempt") or 0):
                 self.violate("no-status-regression", f"run {name} task {task.get('name')}: attempt decreased")
+        # A write that moves a run or a task to a later attempt stands for every transition of the attempts
+        # before it: their Events may travel with it (e.g. a pod that started and failed within one batch).
+        passed_tasks = sum(
+            1
+            for task in new.get("taskRuns") or []
+            if _attempts_over(task) > _attempts_over(old_tasks.get(task.get("name")) or {})
+        )
+        passed_run = _attempts_over(new) > _attempts_over(old)
         self.writes.setdefault(uid, []).append(
-            StoredWrite(self.now, new_phase, tuple(str(t.get("phase")) for t in new.get("taskRuns") or []))
+            StoredWrite(
+                self.now,
+                new_phase,
+                tuple(str(t.get("phase")) for t in new.get("taskRuns") or []),
+                passed_tasks=passed_tasks,
+                passed_run=passed_run,
+            )
         )
 
     def _check_event(self, uid: str, reason: str, message: str, obj: Obj) -> None:
@@ -734,8 +750,12 @@ class FakeApi:
             self.final_events.add((uid, reason))
         for write in reversed(self.writes.get(uid, [])):
             reached = write.task_phases if task_event else (write.run_phase,)
-            # One Event per task (for task Events) or per run that reached the phase in this write.
-            if sum(1 for p in reached if p and _reaches(p, phase)) > write.claimed.get(claim, 0):
+            # One Event per task (for task Events) or per run that reached the phase in this write, or, for a
+            # phase short of final, that this write moved to a later attempt.
+            count = sum(1 for p in reached if p and _reaches(p, phase))
+            if RANK[phase] < 4:
+                count += write.passed_tasks if task_event else int(write.passed_run)
+            if count > write.claimed.get(claim, 0):
                 write.claimed[claim] = write.claimed.get(claim, 0) + 1
                 return
         stored = [w.run_phase for w in self.writes.get(uid, [])]
@@ -750,6 +770,13 @@ RANK = {"Scheduled": 0, "Pending": 1, "Submitted": 2, "Running": 3, "Succeeded":
         "Skipped": 4}  # fmt: skip
 
 
+def _attempts_over(status: Obj) -> int:
+    """How many attempts of a run or task a stored status shows as ended: all up to `attempt`, except one
+    that is still Submitted or Running."""
+    attempt = int(status.get("attempt") or 0)
+    return attempt - 1 if status.get("phase") in ("Submitted", "Running") else attempt
+
+
 def _reaches(stored: str, announced: str) -> bool:
     if RANK[announced] == 4:
         return stored == announced
@@ -761,6 +788,8 @@ class StoredWrite:
     at: float
     run_phase: str | None
     task_phases: tuple[str, ...]
+    passed_tasks: int = 0
+    passed_run: bool = False
     claimed: dict[str, int] = field(default_factory=dict)
 
 

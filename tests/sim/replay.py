@@ -35,7 +35,7 @@ def main(argv: list[str]) -> int:
         )
     for (namespace, name), run in sorted(api.objects[FLOWRUNS].items()):
         uid = run["metadata"]["uid"]
-        writes = [(round(w.at, 3), w.run_phase) for w in api.writes.get(uid, [])]
+        writes = [(round(w.at, 3), w.run_phase, w.task_phases) for w in api.writes.get(uid, [])]
         print(f"run {namespace}/{name} status={run.get('status', {}).get('phase')} writes={writes}")
     for at, uid, kind, reason, message in api.events:
         print(f"event t={at:.3f} {uid} {kind} {reason}: {message}")

@@ -28,7 +28,7 @@ def scenario(test: Callable[[], Awaitable[None]]) -> Callable[[], None]:
 
 @pytest.fixture(autouse=True)
 def _fast(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine_module, "SUBMITTED_WRITE_DELAY", 0.0)
+    monkeypatch.setattr(engine_module, "PROGRESS_WRITE_DELAY", 0.0)
     monkeypatch.setattr(engine_module, "HOUSEKEEPING_SECONDS", 0.05)
     monkeypatch.setattr("flowrun_operator.engine.act.BACKOFF_BASE_SECONDS", 0.05)
 

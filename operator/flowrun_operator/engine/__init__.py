@@ -47,12 +47,18 @@ FIRST_RESYNC_SECONDS = 30.0
 # Status writes in flight at once: a burst of new runs needs one write each, and each waits a round trip.
 WRITERS = 16
 # Place-in-line refreshes: a waiting run's position is rewritten once it has halved since it was written
-# (1000th -> 500th -> ... -> 2nd -> 1st: a handful of writes per run however long the line), at most
-# REFRESHES_PER_SECOND per namespace, front of the line first.
+# (1000th -> 500th -> ... -> 2nd -> 1st), front of the line first. Places change only when waiters leave a
+# line, so the budget is earned by departures: REFRESHES_PER_DEPARTURE writes per run that left a line of
+# the namespace, at most REFRESHES_PER_SECOND. However long the line, refreshes then cost at most a quarter
+# of a write per admitted run.
+REFRESHES_PER_DEPARTURE = 0.25
 REFRESHES_PER_SECOND = 5
-# A run whose Job was just created is written as Submitted only if its pod has not started by then:
-# most pods start within this window, and one write (Running) then tells both transitions.
-SUBMITTED_WRITE_DELAY = 0.5
+# Progress of an admitted run (Submitted, Running, a task run's step) is held this long from the first
+# held change and written once with whatever is newest then, like the Job controller's own batching of
+# pod-driven status updates: a pod that starts within the window costs one write for Submitted and
+# Running. Pending, a finished phase and anything not urgent are written at once.
+PROGRESS_WRITE_DELAY = 1.0
+PROGRESS_PHASES = frozenset({"Submitted", "Running"})
 CLEARED_STATUS: dict[str, Any] = dict.fromkeys(
     (field.alias or name for name, field in FlowRunStatus.model_fields.items()), None
 )
@@ -70,7 +76,10 @@ class Engine:
         self._holds: dict[str, dict[str, Hold]] = defaultdict(dict)
         self._rejected: dict[str, dict[str, str]] = defaultdict(dict)
         self._timers: dict[tuple[str, str], tuple[float, asyncio.TimerHandle]] = {}
-        self._delayed: dict[tuple[str, str], Write] = {}
+        self._delayed: dict[tuple[str, str], tuple[int, Write]] = {}
+        self._holds_started = 0
+        self._departures_seen: dict[str, int] = {}
+        self._refresh_tokens: dict[str, float] = {}
         self._limits_changed: set[tuple[str, str]] = set()
         self._lines_changed: set[tuple[str, str]] = set()
         self._listing = False
@@ -509,20 +518,27 @@ class Engine:
             return
         key = (namespace, run)
         write = Write({**CLEARED_STATUS, **status}, status, list(events), urgent)
-        earlier = self._delayed.pop(key, None)
-        if earlier is not None:
-            write.events = earlier.events + write.events
-        if status.get("phase") == "Submitted" and urgent:
-            self._delayed[key] = write
-            asyncio.get_running_loop().call_later(SUBMITTED_WRITE_DELAY, self._release_delayed, key, write)
+        held = self._delayed.pop(key, None)
+        if held is not None:
+            write.events = held[1].events + write.events
+            write.urgent = True  # what was held is a transition: it must not move to the refresh lane
+        if write.urgent and status.get("phase") in PROGRESS_PHASES:
+            if held is None:
+                self._holds_started += 1
+                hold = self._holds_started
+                asyncio.get_running_loop().call_later(PROGRESS_WRITE_DELAY, self._release_delayed, key, hold)
+            else:
+                hold = held[0]  # a newer change joins the hold; its deadline stays
+            self._delayed[key] = (hold, write)
             return
         assert self._writer is not None
         self._writer.submit((FLOWRUN_PLURAL, namespace, run), write)
 
-    def _release_delayed(self, key: tuple[str, str], write: Write) -> None:
-        if self._delayed.get(key) is write and self._writer is not None:
+    def _release_delayed(self, key: tuple[str, str], hold: int) -> None:
+        held = self._delayed.get(key)
+        if held is not None and held[0] == hold and self._writer is not None:
             del self._delayed[key]
-            self._writer.submit((FLOWRUN_PLURAL, *key), write)
+            self._writer.submit((FLOWRUN_PLURAL, *key), held[1])
 
     async def _write_status(self, key: Key, patch: dict[str, Any]) -> dict[str, Any]:
         plural, namespace, name = key
@@ -680,12 +696,12 @@ class Engine:
         for namespace, name in changed:
             for position, run, entry in self.view(namespace).stale_places(name):
                 candidates.append((position, namespace, run, name, entry))
-        budget = REFRESHES_PER_SECOND
+        budgets = {namespace: self._earn_refreshes(namespace) for namespace in {ns for _, ns, _, _, _ in candidates}}
         seen: set[tuple[str, str]] = set()
         for _, namespace, run, name, entry in sorted(candidates):
             if (namespace, run) in seen:
                 continue
-            if budget <= 0:
+            if budgets[namespace] < 1:
                 limit = self.view(namespace).limits.get(name)
                 if limit is not None:
                     limit.recheck_soon(entry)  # still stale: due next round
@@ -693,9 +709,20 @@ class Engine:
                 continue
             seen.add((namespace, run))
             self._refresh[namespace].add(run)
-            budget -= 1
+            budgets[namespace] -= 1
+        for namespace, left in budgets.items():
+            self._refresh_tokens[namespace] = left
         for namespace in {ns for ns, _ in seen}:
             self._signal(namespace)
+
+    def _earn_refreshes(self, namespace: str) -> float:
+        """Refresh writes the namespace may spend now: REFRESHES_PER_DEPARTURE for each waiter that left one
+        of its lines since the last call, saved up to REFRESHES_PER_SECOND."""
+        departed = sum(limit.departed for limit in self.view(namespace).limits.values())
+        earned = max(0, departed - self._departures_seen.get(namespace, 0)) * REFRESHES_PER_DEPARTURE
+        self._departures_seen[namespace] = departed
+        tokens = self._refresh_tokens.get(namespace, 0.0) + earned
+        return float(min(REFRESHES_PER_SECOND, tokens))
 
     def _export_gauges(self) -> None:
         for namespace, view in self.views.items():

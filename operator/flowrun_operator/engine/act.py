@@ -126,7 +126,8 @@ class StatusWriter:
                 self._done(key, write, None, error)
             else:
                 self._inflight.discard(key)
-                metrics.STATUS_WRITES.labels(key[0], "transition" if write.urgent else "refresh").inc()
+                urgency = "transition" if write.urgent else "refresh"
+                metrics.STATUS_WRITES.labels(key[0], urgency, str(write.status.get("phase") or "")).inc()
                 self._done(key, write, stored, None)
             if key in self._waiting:
                 # A newer write waited behind this one: requeue it in its lane.
