@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowrun_operator.engine.view import EMPTY_SHARE, NamespaceView, Share, parse_spec
+from flowrun_operator.engine.view import EMPTY_SHARE, EMPTY_STATUS, NamespaceView, Share, parse_spec, parse_status
 
 
 def waiting_status(position: int) -> dict[str, Any]:
@@ -147,3 +147,63 @@ def test_stale_places_are_exactly_the_halved_ones(steps: list[tuple[str, int, in
         assert found == expected
         for position, name in found:  # rewritten, as the engine's refresh does
             view.assume_status(name, waiting_status(position))
+
+
+FULL_PENDING = {
+    "phase": "Pending",
+    "observedGeneration": 1,
+    "attempt": 1,
+    "message": "waiting for team: 2/2 in use, 3rd in line",
+    "conditions": [
+        {
+            "type": "Admitted",
+            "status": "False",
+            "reason": "Pending",
+            "message": "waiting for team: 2/2 in use, 3rd in line",
+            "lastTransitionTime": "2026-01-01T00:00:01Z",
+            "observedGeneration": 1,
+        },
+        {"type": "Running", "status": "False", "reason": "Pending", "lastTransitionTime": "2026-01-01T00:00:01Z"},
+    ],
+    "waitingFor": [{"name": "team", "position": 3, "inUse": 2, "limit": 2}],
+}
+
+
+def test_a_waiting_runs_status_is_packed_and_reads_back_unchanged() -> None:
+    view = NamespaceView("ns")
+    view.put_run(run("a", 1, FULL_PENDING))
+    record = view.runs["a"]
+    assert record.packed_status is not None and record.base.status == EMPTY_STATUS
+    assert len(record.packed_status) < 1000
+    parsed = parse_status(FULL_PENDING)
+    assert record.status == parsed and record.snapshot.status == parsed
+    assert record.status_api() == parsed.to_api()
+    assert view.run_phase("a") == "Pending" and not record.finished
+    # Admitted: kept parsed (a handful of runs per limit, read on every event of their Jobs).
+    view.assume_status("a", WRITTEN)
+    assert record.packed_status is None and record.status == parse_status(WRITTEN)
+    assert record.status_api() == parse_status(WRITTEN).to_api()
+    # The write fails: back to the stored status, packed again.
+    view.settle_status("a", WRITTEN, None)
+    assert record.packed_status is not None and record.status == parsed
+
+
+@given(
+    position=st.integers(min_value=1, max_value=10**6),
+    message=st.text(max_size=80),
+    phase=st.sampled_from(["Pending", "Scheduled", "Running", "Succeeded"]),
+)
+@settings(max_examples=100, deadline=None)
+def test_packed_or_not_a_status_reads_back_as_parsed(position: int, message: str, phase: str) -> None:
+    status = {**FULL_PENDING, "phase": phase, "message": message}
+    status["waitingFor"] = [{"name": "team", "position": position, "inUse": 2, "limit": 2}]
+    view = NamespaceView("ns")
+    view.put_run(run("a", 1, status))
+    record = view.runs.get("a")
+    parsed = parse_status(status)
+    if phase == "Succeeded":
+        assert record is None and view.run_phase("a") == "Succeeded"  # straight into history
+        return
+    assert record is not None
+    assert (record.packed_status is not None) == (phase in ("Pending", "Scheduled"))
+    assert record.status == parsed and record.status_api() == parsed.to_api()

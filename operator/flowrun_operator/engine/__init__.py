@@ -53,11 +53,12 @@ WRITERS = 16
 # of a write per admitted run.
 REFRESHES_PER_DEPARTURE = 0.25
 REFRESHES_PER_SECOND = 5
-# Progress of an admitted run (Submitted, Running, a task run's step) is held this long from the first
-# held change and written once with whatever is newest then, like the Job controller's own batching of
-# pod-driven status updates: a pod that starts within the window costs one write for Submitted and
-# Running. Pending, a finished phase and anything not urgent are written at once.
-PROGRESS_WRITE_DELAY = 1.0
+# Progress of an admitted run (Submitted, a task run's step) is held up to this long from the first held
+# change and written once with whatever is newest then: the Job controller itself reports a started pod
+# after its 1 s batching of pod-driven updates, so a pod that starts within the window costs one write for
+# Submitted and Running. The hold ends as soon as the run reaches Running (that is shown at once), and
+# Pending, a finished phase and anything not urgent are written at once.
+PROGRESS_WRITE_DELAY = 2.0
 PROGRESS_PHASES = frozenset({"Submitted", "Running"})
 CLEARED_STATUS: dict[str, Any] = dict.fromkeys(
     (field.alias or name for name, field in FlowRunStatus.model_fields.items()), None
@@ -513,6 +514,7 @@ class Engine:
         events: list[Any],
         urgent: bool,
     ) -> None:
+        before = view.run_phase(run)
         record = view.assume_status(run, status)
         if record is None:
             return
@@ -522,7 +524,8 @@ class Engine:
         if held is not None:
             write.events = held[1].events + write.events
             write.urgent = True  # what was held is a transition: it must not move to the refresh lane
-        if write.urgent and status.get("phase") in PROGRESS_PHASES:
+        started = status.get("phase") == "Running" and before != "Running"
+        if write.urgent and status.get("phase") in PROGRESS_PHASES and not started:
             if held is None:
                 self._holds_started += 1
                 hold = self._holds_started

@@ -63,8 +63,8 @@ class Hold:
 
 
 def entry_of(record: RunRecord, key: str) -> QueueEntry:
-    spec = record.snapshot.spec
-    return (-(spec.priority if spec else 0), record.snapshot.created.timestamp(), key)
+    spec = record.base.spec
+    return (-(spec.priority if spec else 0), record.base.created.timestamp(), key)
 
 
 def _own_jobs(record: RunRecord, jobs: list[JobInfo]) -> list[JobInfo]:
@@ -294,15 +294,15 @@ class Round:
         )
         actions = self.actions
         actions.delete_jobs.extend((run, job) for job in result.delete_jobs)
-        actions.create_jobs.extend((record.snapshot, job) for job in result.create_jobs)
+        actions.create_jobs.extend((observation.snapshot, job) for job in result.create_jobs)
         if result.delete_run:
             actions.delete_runs.append((run, record.uid))
         if result.wake_at is not None:
             actions.wake[run] = result.wake_at
         if run in self.admitted_runs and observation.needs_admission:
-            actions.admitted.append((run, record.snapshot.created))
+            actions.admitted.append((run, record.base.created))
         desired = result.status.to_api()
-        current = record.snapshot.status.to_api()
+        current = record.status_api()
         if desired != current:
             urgent = _essential(desired) != _essential(current)
             if urgent or refresh_only:

@@ -91,15 +91,26 @@ def parse_spec(raw: dict[str, Any]) -> tuple[FlowRunSpec | None, str | None]:
     return spec, None
 
 
+# A run not admitted yet (most of a long line) keeps its status as compact JSON, parsed only when a decision
+# reads it: parsed, a waiting run's status is some sixty small objects (about 4.6 KB); packed, a few hundred
+# bytes in one block.
+PACKED_PHASES = frozenset({None, FlowRunPhase.SCHEDULED, FlowRunPhase.PENDING})
+EMPTY_STATUS = FlowRunStatus()
+
+
 @dataclass(slots=True)
 class RunRecord:
     """An unfinished FlowRun (or a finished one whose work is not gone yet)."""
 
-    snapshot: RunSnapshot  # its status is the effective one: a status being written, else the stored one
+    # The run as parsed; its status is the effective one (a status being written, else the stored one),
+    # EMPTY_STATUS while that is packed.
+    base: RunSnapshot
     resource_version: int
     # A digest of the status as the API server last returned it: enough to recognise an unchanged status
     # (the echo of a write, a re-list) without keeping the raw object (a few KB per queued run).
     stored_digest: bytes
+    packed_status: bytes | None = None
+    phase: FlowRunPhase | None = None
     assumed_status: dict[str, Any] | None = None  # written by the operator, not confirmed yet
     # While a write is outstanding, the stored status it hides (what decisions fall back to if it fails).
     stored_fallback: FlowRunStatus | None = None
@@ -110,18 +121,53 @@ class RunRecord:
     # even when the status recording it failed to write and the Job is gone.
     attempts_created: dict[str | None, int] = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, base: RunSnapshot, resource_version: int, stored_digest: bytes, **fields: Any) -> RunRecord:
+        record = cls(base, resource_version, stored_digest, **fields)
+        record.set_status(base.status)
+        return record
+
     @property
     def name(self) -> str:
-        return self.snapshot.name
+        return self.base.name
 
     @property
     def uid(self) -> str:
-        return self.snapshot.uid
+        return self.base.uid
+
+    @property
+    def status(self) -> FlowRunStatus:
+        """The effective status (parsed anew for a packed one: keep the result only as long as needed)."""
+        if self.packed_status is None:
+            return self.base.status
+        return FlowRunStatus.model_validate_json(self.packed_status)
+
+    @property
+    def snapshot(self) -> RunSnapshot:
+        if self.packed_status is None:
+            return self.base
+        return replace(self.base, status=self.status)
+
+    def status_api(self) -> dict[str, Any]:
+        """The effective status as the API server would store it (`to_api()`)."""
+        if self.packed_status is not None:
+            found: dict[str, Any] = json.loads(self.packed_status)
+            return found
+        return self.base.status.to_api()
+
+    def set_status(self, status: FlowRunStatus) -> None:
+        self.phase = status.phase
+        if status.phase in PACKED_PHASES:
+            self.packed_status = status.model_dump_json(exclude_none=True).encode()
+            if self.base.status is not EMPTY_STATUS:
+                self.base = replace(self.base, status=EMPTY_STATUS)
+        else:
+            self.packed_status = None
+            self.base = replace(self.base, status=status)
 
     @property
     def finished(self) -> bool:
-        phase = self.snapshot.status.phase
-        return phase is not None and is_terminal(phase)
+        return self.phase is not None and is_terminal(self.phase)
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +288,7 @@ class NamespaceView:
 
     def run_phase(self, name: str) -> str | None:
         if (record := self.runs.get(name)) is not None:
-            return str(record.snapshot.status.phase) if record.snapshot.status.phase else None
+            return str(record.phase) if record.phase else None
         if (done := self.finished.get(name)) is not None:
             return done.phase
         return None
@@ -310,8 +356,8 @@ class NamespaceView:
             )
             self._count(before_phase, self.run_phase(name))
             return True
-        if current is not None and current.snapshot.generation == generation:
-            spec, spec_error = current.snapshot.spec, current.snapshot.spec_error
+        if current is not None and current.base.generation == generation:
+            spec, spec_error = current.base.spec, current.base.spec_error
         else:
             spec, spec_error = parse_spec(obj.get("spec") or {})
         assumed = current.assumed_status if current is not None else None
@@ -322,8 +368,8 @@ class NamespaceView:
         created = meta.get("creationTimestamp")
         if (
             current is not None
-            and current.snapshot.generation == generation
-            and current.snapshot.labels == labels
+            and current.base.generation == generation
+            and current.base.labels == labels
             and current.annotations_rerun == rerun
             # Decisions see the outstanding write (unchanged), the write that just landed (what they saw),
             # or the stored status, unchanged when its digest is.
@@ -351,18 +397,18 @@ class NamespaceView:
             spec_error=spec_error,
             rerun_requested=rerun,
         )
-        record = RunRecord(
-            snapshot=snapshot,
-            resource_version=version,
-            stored_digest=digest,
+        record = RunRecord.of(
+            snapshot,
+            version,
+            digest,
             assumed_status=assumed,
             stored_fallback=parse_status(raw_status) if assumed is not None else None,
-            label_limits=current.label_limits if current is not None and current.snapshot.labels == labels else (),
+            label_limits=current.label_limits if current is not None and current.base.labels == labels else (),
             annotations_rerun=rerun,
             dag_admitted=current.dag_admitted if current is not None else False,
             attempts_created=current.attempts_created if current is not None else {},
         )
-        if current is None or current.snapshot.labels != labels:
+        if current is None or current.base.labels != labels:
             record.label_limits = self.match_labels(labels)
         self.runs[name] = record
         self._count(before_phase, self.run_phase(name))
@@ -390,11 +436,12 @@ class NamespaceView:
             return None
         before = self.run_phase(name)
         if record.assumed_status is None:
-            record.stored_fallback = record.snapshot.status
+            record.stored_fallback = record.status
         record.assumed_status = status
-        record.snapshot = _with_status(record.snapshot, parse_status(status))
+        parsed = parse_status(status)
+        record.set_status(parsed)
         self._count(before, self.run_phase(name))
-        self._schedule_rechecks(name, self.shares.get(name, EMPTY_SHARE).waiting)
+        self._schedule_rechecks(name, self.shares.get(name, EMPTY_SHARE).waiting, parsed)
         return record
 
     def settle_status(self, name: str, written: dict[str, Any], stored: dict[str, Any] | None) -> None:
@@ -413,9 +460,9 @@ class NamespaceView:
             record.stored_digest = status_digest(raw_status)
             status = parse_status(raw_status)
         else:
-            status = record.stored_fallback if record.stored_fallback is not None else record.snapshot.status
+            status = record.stored_fallback if record.stored_fallback is not None else record.status
         record.stored_fallback = None
-        record.snapshot = _with_status(record.snapshot, status)
+        record.set_status(status)
         self._count(before, self.run_phase(name))
 
     def retire(self, name: str) -> FinishedRun | None:
@@ -423,13 +470,13 @@ class NamespaceView:
         record = self.runs.get(name)
         if record is None or record.assumed_status is not None or not record.finished:
             return None
-        status = record.snapshot.status
-        spec = record.snapshot.spec
+        status = record.status
+        spec = record.base.spec
         done = FinishedRun(
             name=name,
             uid=record.uid,
             resource_version=record.resource_version,
-            generation=record.snapshot.generation,
+            generation=record.base.generation,
             phase=str(status.phase),
             completion=status.completion_time,
             ttl_seconds=spec.ttl_seconds_after_finished if spec is not None else None,
@@ -537,7 +584,7 @@ class NamespaceView:
     def rematch(self) -> None:
         """A limit's selector or tag changed: recompute which label limits each run matches."""
         for record in self.runs.values():
-            record.label_limits = self.match_labels(record.snapshot.labels)
+            record.label_limits = self.match_labels(record.base.labels)
 
     # -------------------------------------------------------------------------------------- shares
 
@@ -577,7 +624,9 @@ class NamespaceView:
         self._schedule_rechecks(run, joined)  # e.g. after a restart: places written by a former process
         return touched
 
-    def _schedule_rechecks(self, run: str, entries: Iterable[tuple[str, QueueEntry]]) -> None:
+    def _schedule_rechecks(
+        self, run: str, entries: Iterable[tuple[str, QueueEntry]], status: FlowRunStatus | None = None
+    ) -> None:
         record = self.runs.get(run)
         if record is None:
             return
@@ -585,7 +634,9 @@ class NamespaceView:
             limit = self.limits.get(name)
             if limit is None or entry not in limit.waiting:
                 continue
-            written = written_position(record.snapshot.status, name, entry[2])
+            if status is None:
+                status = record.status
+            written = written_position(status, name, entry[2])
             if written is not None:
                 limit.schedule_recheck(entry, written)
 
@@ -603,7 +654,7 @@ class NamespaceView:
                 continue  # left the line since
             run = entry[2].split("/", 1)[0]
             record = self.runs.get(run)
-            written = written_position(record.snapshot.status, name, entry[2]) if record is not None else None
+            written = written_position(record.status, name, entry[2]) if record is not None else None
             if written is None:
                 continue
             position = limit.position(entry)
@@ -645,10 +696,6 @@ def _matching(spec: ConcurrencyLimitSpec | None) -> Any:
 def _ttl(obj: dict[str, Any]) -> int | None:
     value = (obj.get("spec") or {}).get("ttlSecondsAfterFinished")
     return int(value) if isinstance(value, int) else None
-
-
-def _with_status(snapshot: RunSnapshot, status: FlowRunStatus) -> RunSnapshot:
-    return replace(snapshot, status=status)
 
 
 def terminal_phase(phase: str | None) -> bool:
