@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
+import sys
 import weakref
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -111,6 +112,8 @@ class RunRecord:
     stored_digest: bytes
     packed_status: bytes | None = None
     phase: FlowRunPhase | None = None
+    # The places in line the effective status records (read each time a line moves: kept unpacked).
+    places: tuple[tuple[str, str, int], ...] = ()
     assumed_status: dict[str, Any] | None = None  # written by the operator, not confirmed yet
     # While a write is outstanding, the stored status it hides (what decisions fall back to if it fails).
     stored_fallback: FlowRunStatus | None = None
@@ -157,6 +160,7 @@ class RunRecord:
 
     def set_status(self, status: FlowRunStatus) -> None:
         self.phase = status.phase
+        self.places = written_places(status) if status.waiting_for or status.task_runs else ()
         if status.phase in PACKED_PHASES:
             self.packed_status = status.model_dump_json(exclude_none=True).encode()
             if self.base.status is not EMPTY_STATUS:
@@ -168,6 +172,11 @@ class RunRecord:
     @property
     def finished(self) -> bool:
         return self.phase is not None and is_terminal(self.phase)
+
+    def written_place(self, limit: str, key: str) -> int | None:
+        """The place in `limit`'s line the status records for `key` (the run, or `<run>/<task>`)."""
+        task = key[key.index("/") :] if "/" in key else ""
+        return next((p for name, t, p in self.places if name == limit and t == task), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -438,10 +447,9 @@ class NamespaceView:
         if record.assumed_status is None:
             record.stored_fallback = record.status
         record.assumed_status = status
-        parsed = parse_status(status)
-        record.set_status(parsed)
+        record.set_status(parse_status(status))
         self._count(before, self.run_phase(name))
-        self._schedule_rechecks(name, self.shares.get(name, EMPTY_SHARE).waiting, parsed)
+        self._schedule_rechecks(name, self.shares.get(name, EMPTY_SHARE).waiting)
         return record
 
     def settle_status(self, name: str, written: dict[str, Any], stored: dict[str, Any] | None) -> None:
@@ -624,9 +632,7 @@ class NamespaceView:
         self._schedule_rechecks(run, joined)  # e.g. after a restart: places written by a former process
         return touched
 
-    def _schedule_rechecks(
-        self, run: str, entries: Iterable[tuple[str, QueueEntry]], status: FlowRunStatus | None = None
-    ) -> None:
+    def _schedule_rechecks(self, run: str, entries: Iterable[tuple[str, QueueEntry]]) -> None:
         record = self.runs.get(run)
         if record is None:
             return
@@ -634,9 +640,7 @@ class NamespaceView:
             limit = self.limits.get(name)
             if limit is None or entry not in limit.waiting:
                 continue
-            if status is None:
-                status = record.status
-            written = written_position(status, name, entry[2])
+            written = record.written_place(name, entry[2])
             if written is not None:
                 limit.schedule_recheck(entry, written)
 
@@ -654,7 +658,7 @@ class NamespaceView:
                 continue  # left the line since
             run = entry[2].split("/", 1)[0]
             record = self.runs.get(run)
-            written = written_position(record.status, name, entry[2]) if record is not None else None
+            written = record.written_place(name, entry[2]) if record is not None else None
             if written is None:
                 continue
             position = limit.position(entry)
@@ -676,15 +680,13 @@ class NamespaceView:
         yield from set(self.runs) | set(self.jobs_by_run)
 
 
-def written_position(status: FlowRunStatus, limit: str, key: str) -> int | None:
-    """The place in `limit`'s line written in a run's status for `key` (the run, or `<run>/<task>`)."""
-    if "/" not in key:
-        return next((w.position for w in status.waiting_for if w.name == limit), None)
-    task = key.split("/", 1)[1]
+def written_places(status: FlowRunStatus) -> tuple[tuple[str, str, int], ...]:
+    """(limit, key, place) for each place in line a run's status records; key is the run's name for its own
+    lines and `/<task>` for a task's."""
+    found = [(sys.intern(w.name), "", w.position) for w in status.waiting_for]
     for task_run in status.task_runs:
-        if task_run.name == task:
-            return next((w.position for w in task_run.waiting_for if w.name == limit), None)
-    return None
+        found.extend((sys.intern(w.name), f"/{task_run.name}", w.position) for w in task_run.waiting_for)
+    return tuple(found)
 
 
 def _matching(spec: ConcurrencyLimitSpec | None) -> Any:
