@@ -34,6 +34,26 @@ class NoDiffBase(kopf.DiffBaseStorage):
         return None
 
 
+class NoProgress(kopf.ProgressStorage):
+    """Kopf's progress storage records the state of change-detection handlers (and copies every event's
+    essence to clean it of that record). Only event handlers run here, which have no progress."""
+
+    def fetch(self, *, key: Any, body: kopf.Body) -> None:
+        return None
+
+    def store(self, *, key: Any, record: Any, body: kopf.Body, patch: kopf.Patch) -> None:
+        return None
+
+    def purge(self, *, key: Any, body: kopf.Body, patch: kopf.Patch) -> None:
+        return None
+
+    def touch(self, *, body: kopf.Body, patch: kopf.Patch, value: str | None) -> None:
+        return None
+
+    def clear(self, *, essence: kopf.BodyEssence) -> kopf.BodyEssence:
+        return essence
+
+
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.posting.level = logging.WARNING
@@ -43,6 +63,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.networking.request_timeout = 60
     settings.persistence.finalizer = "flowrun.io/finalizer"  # never added: only on.event handlers exist
     settings.persistence.diffbase_storage = NoDiffBase()
+    settings.persistence.progress_storage = NoProgress()
     # The watched resources are fixed, so Kopf needs no CRD or namespace watches (nor the RBAC for them).
     settings.scanning.disabled = True
     # Kopf keeps a worker task per object while its events flow; with tens of thousands of runs they should
