@@ -54,9 +54,9 @@ WRITERS = 16
 REFRESHES_PER_DEPARTURE = 0.25
 REFRESHES_PER_SECOND = 5
 # Progress of an admitted run (Submitted, a task run's step) is held up to this long from the first held
-# change and written once with whatever is newest then: the Job controller itself reports a started pod
-# after its 1 s batching of pod-driven updates, so a pod that starts within the window costs one write for
-# Submitted and Running. The hold ends as soon as the run reaches Running (that is shown at once), and
+# change and written once with whatever is newest then: a Job reports its started pod about 1 s after its
+# creation even on an idle cluster, so a pod that starts within the window costs one write for Submitted
+# and Running. The hold ends as soon as the run reaches Running (that is shown at once), and
 # Pending, a finished phase and anything not urgent are written at once.
 PROGRESS_WRITE_DELAY = 2.0
 PROGRESS_PHASES = frozenset({"Submitted", "Running"})
