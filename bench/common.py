@@ -730,6 +730,13 @@ def git_state() -> dict[str, Any]:
 Counters = Mapping[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
+def counter_delta(before: Counters | None, after: Counters | None, name: str) -> float:
+    """How much a counter grew between two scrapes, all its label sets summed; nan if a scrape failed."""
+    if before is None or after is None:
+        return float("nan")
+    return sum(v - before.get(key, 0.0) for key, v in after.items() if key[0] == name)
+
+
 def flowrun_writes_by_phase(before: Counters | None, after: Counters | None) -> dict[str, float]:
     """FlowRun status patches the operator stored between two scrapes, by the phase written ("refresh":
     a place-in-line rewrite of a Pending run); empty when /metrics was not readable."""

@@ -33,7 +33,6 @@ import os
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -42,7 +41,6 @@ from typing import Any
 import psutil  # type: ignore[import-untyped]  # no stubs pinned in the project
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from prometheus_client.parser import text_string_to_metric_families
 
 from common import (
     GROUP,
@@ -50,8 +48,8 @@ from common import (
     VERSION,
     BenchEnv,
     Watcher,
-    _free_port,
     apiserver_requests,
+    counter_delta,
     create_all,
     custom_lister,
     flowrun,
@@ -180,28 +178,6 @@ class Queue:
 # ------------------------------------------------------------------------------------------------ operator
 
 
-def operator_metrics(port: int) -> dict[str, float] | None:
-    """Sums of the operator's counters by metric name (labels summed), or None when /metrics does not answer."""
-    try:
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        with opener.open(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            text = response.read().decode()
-    except OSError:
-        return None
-    sums: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name.endswith("_total"):
-                sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
-    return sums
-
-
-def metric_delta(before: dict[str, float] | None, after: dict[str, float] | None, name: str) -> float:
-    if before is None or after is None:
-        return float("nan")
-    return after.get(name, 0.0) - before.get(name, 0.0)
-
-
 def operator_cpu(pid: int) -> float:
     """CPU seconds (user + system) the process has used so far."""
     times = psutil.Process(pid).cpu_times()
@@ -302,9 +278,7 @@ def window_rate(first_job: float | None, finished: Sequence[float], seconds: flo
     return sum(1 for t in finished if t - first_job <= seconds) / seconds
 
 
-def queue_phase(
-    env: BenchEnv, namespace: str, runs: int, args: argparse.Namespace, metrics_port: int, label: str
-) -> dict[str, Any]:
+def queue_phase(env: BenchEnv, namespace: str, runs: int, args: argparse.Namespace, label: str) -> dict[str, Any]:
     """Queue ``runs`` FlowRuns behind the limit at 0, wait until all show their place in line, open the limit
     and drain them."""
     assert env.api is not None and env.operator is not None
@@ -336,7 +310,7 @@ def queue_phase(
 
     env.log(f"{label}: {runs} FlowRuns behind a ConcurrencyLimit at 0 in {namespace}")
     with run_watch, job_watch, event_watch:
-        metrics_start = operator_metrics(metrics_port)
+        metrics_start = env.operator.counters()
         requests_start = apiserver_requests(env.api)
         meter = env.cpu_meter()
         meter.start()
@@ -366,7 +340,7 @@ def queue_phase(
         found["queue_cpu"] = meter.stop().get("operator", float("nan"))
         found["memory_queued"] = memory_of(pid)
         found["jobs_before_open"] = len(queue.jobs_added)
-        metrics_queued = operator_metrics(metrics_port)
+        metrics_queued = env.operator.counters()
         updates_queued = queue.run_updates
         events_queued = queue.operator_events
         env.log(f"{label}: {progress()}")
@@ -391,7 +365,7 @@ def queue_phase(
         except TimeoutError:
             drained = False
         drain.stop()
-        metrics_end = operator_metrics(metrics_port)
+        metrics_end = env.operator.counters()
         requests_end = apiserver_requests(env.api)
         with queue.cond:
             first_job = min(queue.jobs_added.values()) if queue.jobs_added else None
@@ -416,8 +390,8 @@ def queue_phase(
     found["drain_cpu_rows"] = drain.rows()
     found["drain_wall"] = drain.wall
     for key, name in (("status_writes", "flowrun_status_writes_total"), ("events", "flowrun_events_posted_total")):
-        found[f"{key}_queueing"] = metric_delta(metrics_start, metrics_queued, name)
-        found[f"{key}_draining"] = metric_delta(metrics_queued, metrics_end, name)
+        found[f"{key}_queueing"] = counter_delta(metrics_start, metrics_queued, name)
+        found[f"{key}_draining"] = counter_delta(metrics_queued, metrics_end, name)
     found["metrics_available"] = metrics_end is not None
     found["apiserver_requests"] = request_delta(requests_start, requests_end)
     return found
@@ -701,16 +675,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--runs, --small-runs and --limit must be at least 1, --history at least 0")
     install_signal_handlers()
 
-    metrics_port = _free_port()
-    os.environ["METRICS_PORT"] = str(metrics_port)  # the operator serves /metrics there (--metrics-port)
     with BenchEnv("scale") as env:
         ns_small = env.namespace("small")
         ns_big = env.namespace("deep")
         operator = env.start_operator([ns_small, ns_big])
-        small = queue_phase(env, ns_small, args.small_runs, args, metrics_port, "small")
+        small = queue_phase(env, ns_small, args.small_runs, args, "small")
         env.log(phase_summary(args, small))
         time.sleep(args.settle)
-        big = queue_phase(env, ns_big, args.runs, args, metrics_port, "deep")
+        big = queue_phase(env, ns_big, args.runs, args, "deep")
         env.log(phase_summary(args, big))
         time.sleep(args.settle)
         hist = history_phase(env, ns_big, args.runs + args.small_runs, args)
