@@ -31,6 +31,9 @@ SCENARIO = Scenario(
         Action(4.0, "crash"),
         Action(6.0, "cancel", 0),
         Action(8.0, "set_limit", 0, 2),
+        Action(10.0, "cancel", 1),
+        Action(12.0, "delete_run", 2),
+        Action(14.0, "recreate_run", 2),
     ),
     seed=42,
     max_delay=0.3,
@@ -61,5 +64,5 @@ def test_a_scenario_replays_identically() -> None:
     first, second = Harness(SCENARIO), Harness(SCENARIO)
     first.run()
     second.run()
-    assert first.api.calls > 40 and first.incarnations >= 2  # delays, faults and a crash were exercised
+    assert first.api.calls > 50 and first.incarnations >= 2  # delays, faults and a crash were exercised
     assert trace(first) == trace(second)
