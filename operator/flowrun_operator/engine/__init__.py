@@ -721,8 +721,8 @@ class Engine:
     def _earn_refreshes(self, namespace: str) -> float:
         """Refresh writes the namespace may spend now: REFRESHES_PER_DEPARTURE for each waiter that left one
         of its lines since the last call, saved up to REFRESHES_PER_SECOND."""
-        departed = sum(limit.departed for limit in self.view(namespace).limits.values())
-        earned = max(0, departed - self._departures_seen.get(namespace, 0)) * REFRESHES_PER_DEPARTURE
+        departed = self.view(namespace).departed
+        earned = (departed - self._departures_seen.get(namespace, 0)) * REFRESHES_PER_DEPARTURE
         self._departures_seen[namespace] = departed
         tokens = self._refresh_tokens.get(namespace, 0.0) + earned
         return float(min(REFRESHES_PER_SECOND, tokens))

@@ -289,6 +289,8 @@ class NamespaceView:
         self.limits: dict[str, LimitRecord] = {}
         self.shares: dict[str, Share] = {}
         self.phase_counts: dict[str, int] = defaultdict(int)
+        # Waiters that ever left a line of this namespace (each limit's own count is LimitRecord.departed).
+        self.departed = 0
         # uids of objects known to be deleted: a uid never comes back, so a late event (a list taken before
         # the deletion, delivered after it) cannot bring one back into the view. Bounded, oldest forgotten.
         self.deleted_uids: dict[str, None] = {}
@@ -618,6 +620,7 @@ class NamespaceView:
             if record is not None and entry in record.waiting:
                 record.waiting.remove(entry)
                 record.departed += 1
+                self.departed += 1
                 touched.add(limit)
         joined = share.waiting - old.waiting
         for limit, entry in joined:
