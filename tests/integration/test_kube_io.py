@@ -14,7 +14,7 @@ import kubernetes
 import pytest
 
 from flowrun_operator.kube import client as kube_client
-from flowrun_operator.kube.client import Kube
+from flowrun_operator.kube.client import Kube, ListedPage
 from support.flowruns import flowrun
 from support.kube import Kubectl
 
@@ -72,16 +72,29 @@ def test_list_reads_every_page_and_keeps_only_what_the_engine_reads(
     monkeypatch.setattr(kube_client, "LIST_PAGE", 2)  # 4 pages of runs, 3 of Jobs
     api = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
     kube = Kube(api, threads=1)
+
+    async def read() -> list[ListedPage]:
+        return [page async for page in kube.list_pages([namespace])]
+
     try:
-        listing = asyncio.run(kube.list_objects([namespace]))
+        pages = asyncio.run(read())
     finally:
         kube.close()
-    assert sorted(r["metadata"]["name"] for r in listing.flowruns) == runs
-    assert sorted(j["metadata"]["name"] for j in listing.jobs) == jobs
-    assert listing.resource_version > 0
-    for obj in [*listing.flowruns, *listing.jobs]:
+    assert [(p.plural, len(p.items)) for p in pages] == [
+        ("concurrencylimits", 0),
+        *[("jobs", n) for n in (2, 2, 1)],
+        *[("flowruns", n) for n in (2, 2, 2, 1)],
+    ]
+    for plural in ("jobs", "flowruns"):
+        versions = {p.resource_version for p in pages if p.plural == plural}
+        assert len(versions) == 1 and versions.pop() > 0, "every page of a list is served from one snapshot"
+    listed_runs = [r for p in pages if p.plural == "flowruns" for r in p.items]
+    listed_jobs = [j for p in pages if p.plural == "jobs" for j in p.items]
+    assert sorted(r["metadata"]["name"] for r in listed_runs) == runs
+    assert sorted(j["metadata"]["name"] for j in listed_jobs) == jobs
+    for obj in [*listed_runs, *listed_jobs]:
         assert "managedFields" not in obj["metadata"]
-    for job in listing.jobs:
+    for job in listed_jobs:
         assert set(job) == {"apiVersion", "kind", "metadata", "status"}  # no spec, no pod template
         assert job["metadata"]["labels"]["flowrun.io/run"] == "paged-0"
-    assert all(run["spec"]["flow"] for run in listing.flowruns)
+    assert all(run["spec"]["flow"] for run in listed_runs)

@@ -24,13 +24,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from kubernetes.client.exceptions import ApiException
 
-from flowrun_operator.kube.client import Conflict, Listing
+from flowrun_operator.kube.client import Conflict, ListedPage
 from sim.vloop import OWNER, VirtualTimeLoop, timestamp
 
 Obj = dict[str, Any]
@@ -44,6 +44,8 @@ TERMINAL = ("Succeeded", "Failed", "Cancelled")
 TASK_TERMINAL = (*TERMINAL, "Skipped")
 # Calls the client would give up on (kube/client.py bounds every call); a "hang" ends as a TimeoutError then.
 CLIENT_TIMEOUT = 20.0
+# Objects per page of a list: small, so that a list of a scenario spans several calls.
+LIST_PAGE = 3
 
 
 @dataclass
@@ -109,6 +111,10 @@ class NoFaults:
 
     def latency(self) -> float:
         return 0.0
+
+
+def _key(obj: Obj) -> Key:
+    return str(obj["metadata"]["namespace"]), str(obj["metadata"]["name"])
 
 
 def clone(obj: Obj) -> Obj:
@@ -180,7 +186,9 @@ class FakeApi:
         # Limit specs the current operator incarnation knows (set by the harness): admission is judged
         # against what the operator could know, not against a change it has not been told of yet.
         self.known_limits: Callable[[int | None], dict[Key, Obj]] = lambda owner: {}
-        self.on_listed: Callable[[int | None, Listing], None] = lambda owner, listing: None
+        # A page of a list handed to the operator, and the end of a whole list (its version, the limits in it).
+        self.on_listed_page: Callable[[int | None, ListedPage], None] = lambda owner, page: None
+        self.on_listed: Callable[[int | None, int, set[Key]], None] = lambda owner, version, limits: None
         # An object handed to the operator in a response (it knows that version from then on).
         self.on_returned: Callable[[int | None, str, Obj], None] = lambda owner, kind, obj: None
         self.on_crash: Callable[[int], None] = self.loop.kill
@@ -257,20 +265,31 @@ class FakeApi:
 
     # ------------------------------------------------------------------------------ the kube interface
 
-    async def list_objects(self, namespaces: list[str] | None) -> Listing:
+    async def list_pages(self, namespaces: list[str] | None) -> AsyncIterator[ListedPage]:
+        """Limits, labelled Jobs, then runs, LIST_PAGE at a time. Like a paginated list on a real API server,
+        every page comes from the snapshot taken for the first one, and each page is a call of its own
+        (latency, faults, a crash) with the watch streams delivering meanwhile."""
         fault = await self._enter("list", "")
         scope = set(namespaces) if namespaces else None
-
-        def items(kind: str) -> list[Obj]:
+        version = self.rv
+        snapshot: dict[str, list[Obj]] = {}
+        for kind in (LIMITS, JOBS, FLOWRUNS):
             found = [clone(o) for (ns, _), o in sorted(self.objects[kind].items()) if not scope or ns in scope]
             if kind == JOBS:
                 found = [o for o in found if RUN_LABEL in (o["metadata"].get("labels") or {})]
-            return found
-
-        listing = Listing(items(FLOWRUNS), items(LIMITS), items(JOBS), self.rv)
-        await self._leave(fault, "list")
-        self.on_listed(OWNER.get(), listing)
-        return listing
+            snapshot[kind] = found
+        owner = OWNER.get()
+        first = True
+        for kind, found in snapshot.items():
+            for start in range(0, max(len(found), 1), LIST_PAGE):
+                if not first:
+                    fault = await self._enter("list", "")
+                first = False
+                await self._leave(fault, "list")
+                page = ListedPage(kind, found[start : start + LIST_PAGE], version)
+                self.on_listed_page(owner, page)
+                yield page
+        self.on_listed(owner, version, {_key(o) for o in snapshot[LIMITS]})
 
     async def get_object(self, plural: str, namespace: str, name: str) -> Obj | None:
         fault = await self._enter("get", name)

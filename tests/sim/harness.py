@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
-from flowrun_operator.kube.client import Listing
+from flowrun_operator.kube.client import ListedPage
 from sim.api import (
     FLOWRUNS,
     JOBS,
@@ -204,6 +204,7 @@ class Harness:
         self.api.grace = scenario.grace
         self.api.pod_scripts = self._pod_script
         self.api.known_limits = self._known_limits
+        self.api.on_listed_page = self._listed_page
         self.api.on_listed = self._listed
         self.api.on_returned = self._returned
         self.api.on_crash = self.crash
@@ -432,15 +433,18 @@ class Harness:
         if known is None or int(known["metadata"]["resourceVersion"]) <= int(obj["metadata"]["resourceVersion"]):
             told[key] = obj
 
-    def _listed(self, number: int | None, listing: Listing) -> None:
+    def _listed_page(self, number: int | None, page: ListedPage) -> None:
+        if number is not None and page.plural == LIMITS:
+            for obj in page.items:
+                self._tell(number, None, obj)
+
+    def _listed(self, number: int | None, version: int, limits: set[Key]) -> None:
+        """The end of a whole list: the operator forgets the limits it lacks that are not newer than it."""
         if number is None:
             return
         told = self.told.setdefault(number, {})
-        newer = {k: o for k, o in told.items() if int(o["metadata"]["resourceVersion"]) > listing.resource_version}
-        told.clear()
-        for obj in listing.concurrencylimits:
-            told[(obj["metadata"]["namespace"], obj["metadata"]["name"])] = obj
-        told.update(newer)
+        for key in [k for k, o in told.items() if k not in limits and int(o["metadata"]["resourceVersion"]) <= version]:
+            del told[key]
 
     def _returned(self, number: int | None, kind: str, obj: Obj) -> None:
         if kind == LIMITS and number is not None:

@@ -7,14 +7,14 @@ import copy
 import itertools
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
 from flowrun_operator.api.common import FLOWRUN_PLURAL, LIMIT_PLURAL
-from flowrun_operator.kube.client import Conflict, Listing
+from flowrun_operator.kube.client import Conflict, ListedPage
 
 _versions = itertools.count(1)
 
@@ -30,6 +30,7 @@ class FakeKube:
         self.watch: list[tuple[str, str, dict[str, Any]]] = []  # (kind, type, object) not yet delivered
         self.fail: dict[str, list[BaseException]] = {}  # verb -> errors to raise, in order
         self.calls: list[tuple[str, str]] = []
+        self.page_size = 1000
 
     # --------------------------------------------------------------------------- test controls
 
@@ -98,11 +99,18 @@ class FakeKube:
 
     # ---------------------------------------------------------------------------- the Kube API
 
-    async def list_objects(self, namespaces: Iterable[str] | None) -> Listing:
+    async def list_pages(self, namespaces: Iterable[str] | None) -> AsyncIterator[ListedPage]:
+        """Limits, Jobs, then runs, `page_size` at a time, all from one snapshot taken at the first page."""
         self.calls.append(("list", ""))
         self._maybe_fail("list")
-        pick = lambda kind: [copy.deepcopy(o) for (k, _, _), o in sorted(self.objects.items()) if k == kind]  # noqa: E731
-        return Listing(pick("run"), pick("limit"), pick("job"), int(next(_versions)))
+        version = int(next(_versions))
+        snapshot = {k: copy.deepcopy(o) for k, o in sorted(self.objects.items())}
+        for kind, plural in (("limit", LIMIT_PLURAL), ("job", "jobs"), ("run", FLOWRUN_PLURAL)):
+            objs = [o for (k, _, _), o in snapshot.items() if k == kind]
+            for start in range(0, max(len(objs), 1), self.page_size):
+                if start:
+                    self._maybe_fail("list")
+                yield ListedPage(plural, objs[start : start + self.page_size], version)
 
     async def get_object(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         kind = "run" if plural == FLOWRUN_PLURAL else "limit"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -14,7 +14,7 @@ from kubernetes.client.exceptions import ApiException
 
 import flowrun_operator.engine as engine_module
 from flowrun_operator.engine import Engine
-from flowrun_operator.kube.client import Listing
+from flowrun_operator.kube.client import ListedPage
 from support.fakekube import FakeKube, flowrun, limit
 
 
@@ -208,22 +208,70 @@ async def test_a_relist_does_not_resurrect_what_was_deleted_during_it() -> None:
     try:
         await settle(engine, kube)
         (a_job,) = jobs_of(kube, "a")
-        snapshot = await FakeKube.list_objects(kube, None)  # taken before the deletion
-        real_list = kube.list_objects
+        snapshot = [page async for page in FakeKube.list_pages(kube, None)]  # taken before the deletion
+        real_list = kube.list_pages
 
-        async def slow_list(namespaces: Any) -> Listing:
+        async def slow_list(namespaces: Any) -> AsyncIterator[ListedPage]:
             kube.remove("job", a_job)
             kube.deliver(engine)  # the DELETED event arrives while the list is in flight
-            return snapshot
+            for page in snapshot:
+                yield page
 
-        kube.list_objects = slow_list  # type: ignore[method-assign]
+        kube.list_pages = slow_list  # type: ignore[method-assign]
         await engine.resync()
-        kube.list_objects = real_list  # type: ignore[method-assign]
+        kube.list_pages = real_list  # type: ignore[method-assign]
         await settle(engine, kube)
         assert a_job not in engine.views["ns"].jobs
         assert jobs_of(kube, "b"), "the freed slot went to b"
     finally:
         await engine.stop()
+
+
+@scenario
+async def test_a_list_is_applied_page_by_page_so_only_one_page_is_held() -> None:
+    kube = FakeKube()
+    kube.page_size = 2
+    for i in range(7):
+        kube.add("run", flowrun(f"r{i}", {"q": "x"}))
+    engine = Engine(kube)
+    known_before_each_run_page: list[int] = []
+
+    async def observed(namespaces: Any) -> AsyncIterator[ListedPage]:
+        async for page in FakeKube.list_pages(kube, namespaces):
+            if page.plural == "flowruns":
+                view = engine.views.get("ns")
+                known_before_each_run_page.append(len(view.runs) if view is not None else 0)
+            yield page
+
+    kube.list_pages = observed  # type: ignore[method-assign]
+    await engine.seed()
+    assert known_before_each_run_page == [0, 2, 4, 6]
+    assert sorted(engine.views["ns"].runs) == [f"r{i}" for i in range(7)]
+
+
+@scenario
+async def test_a_list_that_fails_part_way_drops_nothing_and_the_next_one_drops_what_is_gone() -> None:
+    kube = FakeKube()
+    kube.page_size = 2
+    for i in range(5):
+        kube.add("run", flowrun(f"r{i}", {"q": "x"}))
+    engine = Engine(kube)
+    await engine.seed()
+    del kube.objects[("run", "ns", "r4")]  # gone without a watch event reaching the engine
+
+    async def broken(namespaces: Any) -> AsyncIterator[ListedPage]:
+        async for page in FakeKube.list_pages(kube, namespaces):
+            if page.plural == "flowruns" and page.items[0]["metadata"]["name"] != "r0":
+                raise ApiException(status=500, reason="Internal Server Error")
+            yield page
+
+    kube.list_pages = broken  # type: ignore[method-assign]
+    with pytest.raises(ApiException):
+        await engine.resync()
+    assert sorted(engine.views["ns"].runs) == [f"r{i}" for i in range(5)]
+    del kube.list_pages
+    await engine.resync()
+    assert sorted(engine.views["ns"].runs) == [f"r{i}" for i in range(4)]
 
 
 @scenario

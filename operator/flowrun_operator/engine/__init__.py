@@ -26,7 +26,7 @@ from flowrun_operator import metrics
 from flowrun_operator.api.common import FLOWRUN_PLURAL, LIMIT_PLURAL, Condition, ConditionStatus, set_condition
 from flowrun_operator.api.concurrencylimit import ConcurrencyLimitStatus
 from flowrun_operator.api.flowrun import FlowRunStatus
-from flowrun_operator.kube.client import Conflict, Listing
+from flowrun_operator.kube.client import Conflict, ListedPage
 from flowrun_operator.kube.errors import ErrorKind
 from flowrun_operator.kube.jobs import build_job
 from flowrun_operator.scheduling.runstate import JobToCreate, RunEvent, RunSnapshot
@@ -224,45 +224,42 @@ class Engine:
         )
 
     async def resync(self) -> None:
-        """A fresh list replaces the view: objects it lacks are dropped unless newer than the list, and a
-        deletion seen while the list was in flight is not undone by it."""
+        """A fresh list replaces the view, applied page by page as the pages arrive (one page is held at a
+        time, not the namespace): objects it lacks are dropped unless newer than the list, and a deletion
+        seen while the list was in flight is not undone by it. A list that fails part way drops nothing."""
         self._listing = True
         self._tombstones = {}
+        listed = _Listed()
         try:
-            listing = await self.kube.list_objects(self.namespaces)
+            async for page in self.kube.list_pages(self.namespaces):
+                self._apply_page(page, listed)
         finally:
             self._listing = False
-        tombstones, self._tombstones = self._tombstones, {}
-        self._replace(listing, tombstones)
+            self._tombstones = {}
+        self._drop_unlisted(listed)
 
-    def _replace(self, listing: Listing, tombstones: dict[tuple[str, str, str], int]) -> None:
-        listed_rv = listing.resource_version
-
-        def buried(kind: str, obj: dict[str, Any]) -> bool:
+    def _apply_page(self, page: ListedPage, listed: _Listed) -> None:
+        kind = _LISTED_KINDS[page.plural]
+        listed.version = page.resource_version if listed.version is None else min(listed.version, page.resource_version)
+        apply = {"limit": self.on_limit, "job": self.on_job, "run": self.on_run}[kind]
+        for obj in page.items:
             namespace, name, _ = self._key(obj)
-            dead = tombstones.get((kind, namespace, name))
-            return dead is not None and version_of(obj) <= dead
-
-        present: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
-        for obj in listing.concurrencylimits:
-            namespace, name, _ = self._key(obj)
-            present[namespace]["limit"].add(name)
-            if not buried("limit", obj):
+            listed.present[namespace][kind].add(name)
+            dead = self._tombstones.get((kind, namespace, name))
+            if dead is not None and version_of(obj) <= dead:
+                continue  # deleted while the list was in flight
+            if kind == "limit":
                 obj.setdefault("kind", "ConcurrencyLimit")
-                self.on_limit(None, obj)
-        for obj in listing.jobs:
-            namespace, name, _ = self._key(obj)
-            present[namespace]["job"].add(name)
-            if not buried("job", obj):
-                self.on_job(None, obj)
-        for obj in listing.flowruns:
-            namespace, name, _ = self._key(obj)
-            present[namespace]["run"].add(name)
-            if not buried("run", obj):
+            elif kind == "run":
                 obj.setdefault("kind", "FlowRun")
-                self.on_run(None, obj)
+            apply(None, obj)
+
+    def _drop_unlisted(self, listed: _Listed) -> None:
+        listed_rv = listed.version
+        if listed_rv is None:
+            return
         for namespace, view in self.views.items():
-            seen = present.get(namespace, {})
+            seen = listed.present.get(namespace, {})
             for name in [
                 n
                 for n, lim in view.limits.items()
@@ -763,6 +760,18 @@ class Engine:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+_LISTED_KINDS = {LIMIT_PLURAL: "limit", "jobs": "job", FLOWRUN_PLURAL: "run"}
+
+
+class _Listed:
+    """What a re-list has delivered so far: the names per namespace and kind, and the oldest of its lists'
+    resourceVersions (an object missing from them and not newer than that is gone)."""
+
+    def __init__(self) -> None:
+        self.present: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+        self.version: int | None = None
 
 
 def _rv(value: str) -> int:

@@ -12,7 +12,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -50,11 +50,13 @@ def load_config() -> kubernetes.client.ApiClient:
 
 
 @dataclass(frozen=True, slots=True)
-class Listing:
-    flowruns: list[dict[str, Any]]
-    concurrencylimits: list[dict[str, Any]]
-    jobs: list[dict[str, Any]]
-    # The oldest of the lists' resourceVersions: an object missing from them and not newer is gone.
+class ListedPage:
+    """One page of a list: objects of one kind (`plural`), already slimmed."""
+
+    plural: str
+    items: list[dict[str, Any]]
+    # The list's resourceVersion: every page of one list is served from the snapshot of its first page, so
+    # an object of this kind missing from all of them and not newer than this was gone when it was taken.
     resource_version: int
 
 
@@ -99,6 +101,15 @@ def release(response: Any) -> None:
     opens a new one: a TLS handshake per call, which cost more CPU than the calls themselves."""
     response.read()
     response.release_conn()
+
+
+def _read_page(
+    fetch: Callable[[str | None], dict[str, Any]], token: str | None, slim: Callable[[dict[str, Any]], Any]
+) -> tuple[list[dict[str, Any]], int, str | None]:
+    """One page: its slimmed items, its list's resourceVersion and the token of the next page (None: last)."""
+    page = fetch(token)
+    items = [slim(item) for item in page.get("items") or []]
+    return items, _version(page), (page.get("metadata") or {}).get("continue") or None
 
 
 def _slim_custom(obj: dict[str, Any]) -> dict[str, Any]:
@@ -153,44 +164,29 @@ class Kube:
 
     # ----------------------------------------------------------------------------------------- reads
 
-    async def list_objects(self, namespaces: Iterable[str] | None) -> Listing:
-        """FlowRuns, ConcurrencyLimits and the operator's Jobs, in the given namespaces or all of them.
+    async def list_pages(self, namespaces: Iterable[str] | None) -> AsyncIterator[ListedPage]:
+        """ConcurrencyLimits, the operator's Jobs and FlowRuns (in that order), in the given namespaces or all
+        of them, one page of LIST_PAGE objects at a time.
 
-        Read in pages of LIST_PAGE objects (one consistent snapshot per list: the pages after the first
-        are served at the first page's resourceVersion), and each object is cut down to what the engine
-        reads before the next page is parsed, so a re-list of a namespace with tens of thousands of runs
-        and Jobs never holds them all as full objects at once."""
-
-        def read() -> Listing:
-            found: dict[str, list[dict[str, Any]]] = {"flowruns": [], "concurrencylimits": [], "jobs": []}
-            versions: list[int] = []
-            scopes: list[str | None] = list(namespaces) if namespaces else [None]
-            for ns in scopes:
-                for plural in (FLOWRUN_PLURAL, LIMIT_PLURAL):
-                    pages = partial(self._custom_page, ns, plural)
-                    versions.append(self._list_pages(pages, found[plural], _slim_custom))
-                versions.append(self._list_pages(partial(self._job_page, ns), found["jobs"], _slim_job))
-            return Listing(found["flowruns"], found["concurrencylimits"], found["jobs"], min(versions))
-
-        return await self._run(read, verb="list")
-
-    @staticmethod
-    def _list_pages(
-        fetch: Callable[[str | None], dict[str, Any]],
-        into: list[dict[str, Any]],
-        slim: Callable[[dict[str, Any]], dict[str, Any]],
-    ) -> int:
-        """Every page of one list into `into`, slimmed; returns the list's resourceVersion."""
-        token: str | None = None
-        version: int | None = None
-        while True:
-            page = fetch(token)
-            if version is None:
-                version = _version(page)
-            into.extend(slim(item) for item in page.get("items") or [])
-            token = (page.get("metadata") or {}).get("continue") or None
-            if token is None:
-                return version
+        Each page is cut down to what the engine reads in the pool thread that parsed it, and the next page
+        is requested only once the caller has taken this one: a re-list of a namespace with tens of
+        thousands of runs holds one page, not the namespace."""
+        scopes: list[str | None] = list(namespaces) if namespaces else [None]
+        for ns in scopes:
+            sources: list[tuple[str, Callable[[str | None], dict[str, Any]], Callable[[dict[str, Any]], Any]]] = [
+                (LIMIT_PLURAL, partial(self._custom_page, ns, LIMIT_PLURAL), _slim_custom),
+                ("jobs", partial(self._job_page, ns), _slim_job),
+                (FLOWRUN_PLURAL, partial(self._custom_page, ns, FLOWRUN_PLURAL), _slim_custom),
+            ]
+            for plural, fetch, slim in sources:
+                token: str | None = None
+                version: int | None = None
+                while True:
+                    items, version_here, token = await self._run(partial(_read_page, fetch, token, slim), verb="list")
+                    version = version_here if version is None else version
+                    yield ListedPage(plural, items, version)
+                    if token is None:
+                        break
 
     def _custom_page(self, ns: str | None, plural: str, token: str | None) -> dict[str, Any]:
         paging: dict[str, Any] = {"limit": LIST_PAGE, "_request_timeout": LIST_TIMEOUT}
