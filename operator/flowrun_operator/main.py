@@ -13,6 +13,7 @@ import flowrun_operator.schedules.handlers  # noqa: F401  (registers the FlowSch
 from flowrun_operator import leader, memory, metrics
 from flowrun_operator.handlers import operator as _handlers  # noqa: F401  (registers the handlers)
 from flowrun_operator.handlers import probes  # also registers the engine's liveness check
+from flowrun_operator.handlers.operator import EventMemories
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -110,6 +111,7 @@ async def run(namespaces: list[str], liveness: str | None, election: leader.Elec
             namespaces=namespaces,
             liveness_endpoint=liveness,
             memo=kopf.Memo(namespaces=namespaces),
+            memories=EventMemories(),
         )
     finally:
         trimmer.cancel()
