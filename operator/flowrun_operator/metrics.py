@@ -45,6 +45,9 @@ STATUS_WRITES = Counter(
     ["kind", "urgency", "phase"],
 )
 EVENTS_POSTED = Counter("flowrun_events_posted_total", "Events posted by the operator.", ["reason"])
+EVENTS_DROPPED = Counter(
+    "flowrun_events_dropped_total", "Events not posted because too many were waiting to be posted.", ["reason"]
+)
 JOBS_CREATED = Counter("flowrun_jobs_created_total", "Jobs created by the operator.")
 JOBS_DELETED = Counter("flowrun_jobs_deleted_total", "Jobs the operator deleted (cancel, TTL).")
 IS_LEADER = Gauge("flowrun_leader", "1 while this replica holds the leader Lease.")

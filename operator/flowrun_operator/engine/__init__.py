@@ -31,7 +31,7 @@ from flowrun_operator.kube.errors import ErrorKind
 from flowrun_operator.kube.jobs import build_job
 from flowrun_operator.scheduling.runstate import JobToCreate, RunEvent, RunSnapshot
 
-from .act import Backoff, Key, StatusWriter, Write, describe_failure
+from .act import Backoff, EventPoster, Key, ObjectRef, StatusWriter, Write, describe_failure
 from .clock import Clock, SystemClock
 from .decide import Actions, Hold, Round
 from .view import NamespaceView, QueueEntry, version_of
@@ -90,6 +90,7 @@ class Engine:
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._started = False
         self._writer: StatusWriter | None = None
+        self._events: EventPoster | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._ready = False
@@ -287,6 +288,7 @@ class Engine:
         self._started = True
         self._last_progress = self._loop_time()
         self._writer = StatusWriter(self._write_status, self._write_done, urgent_workers=WRITERS)
+        self._events = EventPoster(self.kube.post_event)
         self._tasks = [
             asyncio.create_task(self._housekeeping(), name="flowrun-housekeeping"),
             asyncio.create_task(self._resync_loop(), name="flowrun-resync"),
@@ -308,6 +310,8 @@ class Engine:
         self._timers.clear()
         if self._writer is not None:
             await self._writer.close(grace=5.0)
+        if self._events is not None:
+            await self._events.close(grace=1.0)
         for task in list(self._background):
             task.cancel()
 
@@ -320,6 +324,7 @@ class Engine:
             and not any(self._refresh.values())
             and not self._delayed
             and (self._writer is None or self._writer.pending() == 0)
+            and (self._events is None or self._events.pending() == 0)
             and not self._background
             and all(at > now for at, _ in self._timers.values())
         )
@@ -602,18 +607,11 @@ class Engine:
         self._mark_later(namespace, name, delay)
 
     def _post_events(self, obj: dict[str, Any], events: list[Any]) -> None:
-        if not events:
+        if not events or self._events is None:
             return
-        # Events wait for their own small pool of threads: keep only the reference they need, not the
-        # whole object the write returned (thousands may wait during a burst).
-        meta = obj.get("metadata") or {}
-        ref = {
-            "apiVersion": obj.get("apiVersion"),
-            "kind": obj.get("kind"),
-            "metadata": {k: meta.get(k) for k in ("name", "namespace", "uid", "resourceVersion")},
-        }
+        ref = ObjectRef.of(obj)
         for event in events:
-            self._spawn(self.kube.post_event(ref, event.type, event.reason, event.message))
+            self._events.submit(ref, event.type, event.reason, event.message)
 
     # ------------------------------------------------------------------------------ housekeeping
 

@@ -1,5 +1,5 @@
 """Status writes: coalesced per object, transitions ahead of refreshes, backoff on failure, Events after
-success.
+success (posted in order by a few workers from a bounded queue).
 
 Each object has at most one write in flight and at most one waiting (the latest: an intermediate status a
 newer one replaced is never sent, its Events travel with the newer one). Transitions and place-in-line
@@ -26,6 +26,10 @@ from flowrun_operator.scheduling.runstate import RunEvent
 
 log = logging.getLogger("flowrun_operator.engine.act")
 
+# Events waiting to be posted, at most: beyond that a new Event is dropped and counted (Kubernetes' own event
+# recorders drop under pressure too). Events tell the history; they never hold up or break the work.
+MAX_PENDING_EVENTS = 20_000
+EVENT_WORKERS = 4
 BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 60.0
 
@@ -138,6 +142,97 @@ class StatusWriter:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         while (self._waiting or self._inflight) and loop.time() < deadline:  # noqa: ASYNC110 (bounded drain)
+            await asyncio.sleep(0.05)
+        for worker in self._workers:
+            worker.cancel()
+        for worker in self._workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectRef:
+    """What an Event needs of the object it is about."""
+
+    api_version: str | None
+    kind: str | None
+    namespace: str | None
+    name: str | None
+    uid: str | None
+    resource_version: str | None
+
+    @classmethod
+    def of(cls, obj: dict[str, Any]) -> ObjectRef:
+        meta = obj.get("metadata") or {}
+        return cls(
+            obj.get("apiVersion"),
+            obj.get("kind"),
+            meta.get("namespace"),
+            meta.get("name"),
+            meta.get("uid"),
+            meta.get("resourceVersion"),
+        )
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "apiVersion": self.api_version,
+            "kind": self.kind,
+            "metadata": {
+                "name": self.name,
+                "namespace": self.namespace,
+                "uid": self.uid,
+                "resourceVersion": self.resource_version,
+            },
+        }
+
+
+PostFn = Callable[[dict[str, Any], str, str, str], Awaitable[None]]
+
+
+class EventPoster:
+    """Events wait here as small records and are posted in order by a few workers (one in flight each): during
+    a burst of thousands of transitions each waiting Event costs a reference and its message, not a task with
+    its futures, timers and request body. At most `limit` wait; a newer one is dropped and counted."""
+
+    def __init__(self, post: PostFn, *, workers: int = EVENT_WORKERS, limit: int = MAX_PENDING_EVENTS) -> None:
+        self._post = post
+        self._limit = limit
+        self._queue: deque[tuple[ObjectRef, str, str, str]] = deque()
+        self._inflight = 0
+        self._wakeup = asyncio.Event()
+        self._workers = [asyncio.create_task(self._work(), name=f"event-poster-{i}") for i in range(workers)]
+
+    def submit(self, ref: ObjectRef, event_type: str, reason: str, message: str) -> None:
+        if len(self._queue) >= self._limit:
+            metrics.EVENTS_DROPPED.labels(reason).inc()
+            return
+        self._queue.append((ref, event_type, reason, message))
+        self._wakeup.set()
+
+    def pending(self) -> int:
+        return len(self._queue) + self._inflight
+
+    async def _work(self) -> None:
+        while True:
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            ref, event_type, reason, message = self._queue.popleft()
+            self._inflight += 1
+            try:
+                await self._post(ref.to_api(), event_type, reason, message)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # the poster must outlive any one Event
+                log.debug("could not post event %s on %s: %s", reason, ref.name, error)
+            finally:
+                self._inflight -= 1
+
+    async def close(self, grace: float = 0.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self.pending() and loop.time() < deadline:  # noqa: ASYNC110 (bounded drain)
             await asyncio.sleep(0.05)
         for worker in self._workers:
             worker.cancel()
