@@ -7,7 +7,7 @@ import copy
 import itertools
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +31,8 @@ class FakeKube:
         self.fail: dict[str, list[BaseException]] = {}  # verb -> errors to raise, in order
         self.calls: list[tuple[str, str]] = []
         self.page_size = 1000
+        # Called with each page of a list just before the engine gets it (to look at the engine, or to raise).
+        self.on_page: Callable[[ListedPage], None] | None = None
 
     # --------------------------------------------------------------------------- test controls
 
@@ -110,7 +112,10 @@ class FakeKube:
             for start in range(0, max(len(objs), 1), self.page_size):
                 if start:
                     self._maybe_fail("list")
-                yield ListedPage(plural, objs[start : start + self.page_size], version)
+                page = ListedPage(plural, objs[start : start + self.page_size], version)
+                if self.on_page is not None:
+                    self.on_page(page)
+                yield page
 
     async def get_object(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         kind = "run" if plural == FLOWRUN_PLURAL else "limit"

@@ -227,23 +227,26 @@ async def test_a_relist_does_not_resurrect_what_was_deleted_during_it() -> None:
         await engine.stop()
 
 
-@scenario
-async def test_a_list_is_applied_page_by_page_so_only_one_page_is_held() -> None:
+def runs_in_pages_of_two(count: int) -> FakeKube:
     kube = FakeKube()
     kube.page_size = 2
-    for i in range(7):
+    for i in range(count):
         kube.add("run", flowrun(f"r{i}", {"q": "x"}))
+    return kube
+
+
+@scenario
+async def test_a_list_is_applied_page_by_page_so_only_one_page_is_held() -> None:
+    kube = runs_in_pages_of_two(7)
     engine = Engine(kube)
     known_before_each_run_page: list[int] = []
 
-    async def observed(namespaces: Any) -> AsyncIterator[ListedPage]:
-        async for page in FakeKube.list_pages(kube, namespaces):
-            if page.plural == "flowruns":
-                view = engine.views.get("ns")
-                known_before_each_run_page.append(len(view.runs) if view is not None else 0)
-            yield page
+    def observe(page: ListedPage) -> None:
+        if page.plural == "flowruns":
+            view = engine.views.get("ns")
+            known_before_each_run_page.append(len(view.runs) if view is not None else 0)
 
-    kube.list_pages = observed  # type: ignore[method-assign]
+    kube.on_page = observe
     await engine.seed()
     assert known_before_each_run_page == [0, 2, 4, 6]
     assert sorted(engine.views["ns"].runs) == [f"r{i}" for i in range(7)]
@@ -251,25 +254,20 @@ async def test_a_list_is_applied_page_by_page_so_only_one_page_is_held() -> None
 
 @scenario
 async def test_a_list_that_fails_part_way_drops_nothing_and_the_next_one_drops_what_is_gone() -> None:
-    kube = FakeKube()
-    kube.page_size = 2
-    for i in range(5):
-        kube.add("run", flowrun(f"r{i}", {"q": "x"}))
+    kube = runs_in_pages_of_two(5)
     engine = Engine(kube)
     await engine.seed()
     del kube.objects[("run", "ns", "r4")]  # gone without a watch event reaching the engine
 
-    async def broken(namespaces: Any) -> AsyncIterator[ListedPage]:
-        async for page in FakeKube.list_pages(kube, namespaces):
-            if page.plural == "flowruns" and page.items[0]["metadata"]["name"] != "r0":
-                raise ApiException(status=500, reason="Internal Server Error")
-            yield page
+    def fail_after_the_first_run_page(page: ListedPage) -> None:
+        if page.plural == "flowruns" and page.items[0]["metadata"]["name"] != "r0":
+            raise ApiException(status=500, reason="Internal Server Error")
 
-    kube.list_pages = broken  # type: ignore[method-assign]
+    kube.on_page = fail_after_the_first_run_page
     with pytest.raises(ApiException):
         await engine.resync()
     assert sorted(engine.views["ns"].runs) == [f"r{i}" for i in range(5)]
-    del kube.list_pages
+    kube.on_page = None
     await engine.resync()
     assert sorted(engine.views["ns"].runs) == [f"r{i}" for i in range(4)]
 

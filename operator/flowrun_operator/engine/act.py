@@ -139,15 +139,7 @@ class StatusWriter:
                 (self._wakeup_urgent if self._waiting[key].urgent else self._wakeup_background).set()
 
     async def close(self, grace: float = 0.0) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace
-        while (self._waiting or self._inflight) and loop.time() < deadline:  # noqa: ASYNC110 (bounded drain)
-            await asyncio.sleep(0.05)
-        for worker in self._workers:
-            worker.cancel()
-        for worker in self._workers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker
+        await _drain_and_stop(self.pending, self._workers, grace)
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,15 +222,20 @@ class EventPoster:
                 self._inflight -= 1
 
     async def close(self, grace: float = 0.0) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace
-        while self.pending() and loop.time() < deadline:  # noqa: ASYNC110 (bounded drain)
-            await asyncio.sleep(0.05)
-        for worker in self._workers:
-            worker.cancel()
-        for worker in self._workers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker
+        await _drain_and_stop(self.pending, self._workers, grace)
+
+
+async def _drain_and_stop(pending: Callable[[], int], workers: list[asyncio.Task[None]], grace: float) -> None:
+    """Let the workers finish what is queued for up to `grace` seconds, then stop them."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    while pending() and loop.time() < deadline:  # noqa: ASYNC110 (bounded drain)
+        await asyncio.sleep(0.05)
+    for worker in workers:
+        worker.cancel()
+    for worker in workers:
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
 
 
 def describe_failure(error: BaseException) -> tuple[ErrorKind, str, str]:
