@@ -9,7 +9,15 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowrun_operator.engine.view import EMPTY_SHARE, EMPTY_STATUS, NamespaceView, Share, parse_spec, parse_status
+from flowrun_operator.engine.view import (
+    EMPTY_SHARE,
+    EMPTY_STATUS,
+    NamespaceView,
+    PackedSpec,
+    Share,
+    parse_spec,
+    parse_status,
+)
 
 
 def waiting_status(position: int) -> dict[str, Any]:
@@ -175,6 +183,12 @@ def test_a_waiting_runs_status_is_packed_and_reads_back_unchanged() -> None:
     record = view.runs["a"]
     assert record.packed_status is not None and record.base.status == EMPTY_STATUS
     assert len(record.packed_status) < 1000
+    spec, _ = parse_spec(run("a", 1)["spec"])
+    # The spec is packed too, its template kept by reference (shared with other runs).
+    assert record.packed_spec is not None and record.base.spec is None
+    assert record.spec == spec and record.snapshot.spec == spec
+    assert record.snapshot.spec is not None and record.spec is not None
+    assert record.snapshot.spec.template is record.spec.template is record.packed_spec.templates[0]
     parsed = parse_status(FULL_PENDING)
     assert record.status == parsed and record.snapshot.status == parsed
     assert record.status_api() == parsed.to_api()
@@ -182,10 +196,12 @@ def test_a_waiting_runs_status_is_packed_and_reads_back_unchanged() -> None:
     # Admitted: kept parsed (a handful of runs per limit, read on every event of their Jobs).
     view.assume_status("a", WRITTEN)
     assert record.packed_status is None and record.status == parse_status(WRITTEN)
+    assert record.packed_spec is None and record.base.spec == spec
     assert record.status_api() == parse_status(WRITTEN).to_api()
     # The write fails: back to the stored status, packed again.
     view.settle_status("a", WRITTEN, None)
     assert record.packed_status is not None and record.status == parsed
+    assert record.packed_spec is not None and record.spec == spec
 
 
 @given(
@@ -207,3 +223,58 @@ def test_packed_or_not_a_status_reads_back_as_parsed(position: int, message: str
     assert record is not None
     assert (record.packed_status is not None) == (phase in ("Pending", "Scheduled"))
     assert record.status == parsed and record.status_api() == parsed.to_api()
+
+
+_template = st.fixed_dictionaries(
+    {"spec": st.fixed_dictionaries({"containers": st.just([{"name": "main", "image": "busybox"}])})},
+    optional={"metadata": st.fixed_dictionaries({"labels": st.dictionaries(st.sampled_from("abc"), st.just("x"))})},
+)
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@st.composite
+def specs(draw: st.DrawFn) -> dict[str, Any]:
+    raw: dict[str, Any] = {"flow": "etl", "parameters": draw(st.dictionaries(st.text(max_size=8), _json, max_size=3))}
+    if draw(st.booleans()):
+        raw["template"] = draw(_template)
+    else:
+        names = draw(st.lists(st.sampled_from(["a", "b", "c", "d"]), min_size=1, max_size=4, unique=True))
+        raw["tasks"] = [
+            {
+                "name": name,
+                "template": draw(_template),
+                "dependsOn": names[:i][-1:],
+                "tags": draw(st.lists(st.sampled_from(["t", "u"]), max_size=2, unique=True)),
+                "retries": draw(st.integers(0, 3)),
+            }
+            for i, name in enumerate(names)
+        ]
+    for key, values in (
+        ("priority", st.integers(-1000, 1000)),
+        ("retries", st.integers(0, 5)),
+        ("cancel", st.booleans()),
+        ("ttlSecondsAfterFinished", st.integers(0, 10**6)),
+        ("scheduledStart", st.sampled_from(["2026-12-03T10:00:00Z", "2026-12-03T10:00:00.5+02:00"])),
+        ("timeoutSeconds", st.integers(1, 10**5)),
+    ):
+        if draw(st.booleans()):
+            raw[key] = draw(values)
+    return raw
+
+
+@given(raw=specs())
+@settings(max_examples=200, deadline=None)
+def test_a_packed_spec_unpacks_equal_with_its_templates_shared(raw: dict[str, Any]) -> None:
+    spec, error = parse_spec(raw)
+    assert error is None and spec is not None
+    packed = PackedSpec.of(spec)
+    unpacked = packed.unpack()
+    assert unpacked == spec
+    assert unpacked.template is spec.template
+    assert [t.template for t in unpacked.tasks or ()] == [t.template for t in spec.tasks or ()]
+    assert all(a.template is b.template for a, b in zip(unpacked.tasks or (), spec.tasks or (), strict=True))
+    assert b"template" not in packed.json  # templates are kept by reference, never copied into the JSON

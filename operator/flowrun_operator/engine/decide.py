@@ -63,8 +63,7 @@ class Hold:
 
 
 def entry_of(record: RunRecord, key: str) -> QueueEntry:
-    spec = record.base.spec
-    return (-(spec.priority if spec else 0), record.base.created.timestamp(), key)
+    return (-record.priority, record.base.created.timestamp(), key)
 
 
 def _own_jobs(record: RunRecord, jobs: list[JobInfo]) -> list[JobInfo]:
