@@ -84,3 +84,51 @@ def test_beyond_the_limit_new_events_are_dropped_and_counted_and_a_failed_post_d
         await poster.close()
 
     asyncio.run(scenario())
+
+
+def test_background_events_take_one_worker_and_only_when_no_other_event_waits() -> None:
+    async def scenario() -> None:
+        gates: dict[str, asyncio.Event] = {}
+        started: list[str] = []
+        in_flight: set[str] = set()
+        most_background = 0
+
+        async def post(obj: dict[str, Any], event_type: str, reason: str, message: str) -> None:
+            nonlocal most_background
+            started.append(message)
+            in_flight.add(message)
+            most_background = max(most_background, sum(m.startswith("wait") for m in in_flight))
+            gate = gates.setdefault(message, asyncio.Event())
+            await gate.wait()
+            in_flight.discard(message)
+
+        def release(*messages: str) -> None:
+            for message in messages:
+                gates.setdefault(message, asyncio.Event()).set()
+
+        poster = EventPoster(post, workers=3, background_workers=1, limit=1000)
+        for i in range(50):
+            poster.submit(ref(f"w{i}"), "Normal", "Pending", f"wait{i}", background=True)
+        await asyncio.sleep(0.01)
+        # Three workers, fifty waiting background Events: one is posted at a time.
+        assert started == ["wait0"] and most_background == 1
+        for i in range(5):
+            poster.submit(ref(f"r{i}"), "Normal", "Succeeded", f"done{i}")
+        await asyncio.sleep(0.01)
+        assert started == ["wait0", "done0", "done1"], "the other workers take the run's Events at once"
+        release("wait0")
+        await asyncio.sleep(0.01)
+        assert started[3:] == ["done2"], "a freed worker takes a waiting transition's Event before a background one"
+        release(*(f"done{i}" for i in range(5)))
+        await asyncio.sleep(0.01)
+        assert started[3:6] == ["done2", "done3", "done4"] and started[6] == "wait1"
+        release(*(f"wait{i}" for i in range(50)))
+        for _ in range(100):
+            if poster.pending() == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert poster.pending() == 0 and most_background == 1
+        assert [m for m in started if m.startswith("wait")] == [f"wait{i}" for i in range(50)]
+        await poster.close()
+
+    asyncio.run(scenario())

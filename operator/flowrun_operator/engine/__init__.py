@@ -60,6 +60,10 @@ REFRESHES_PER_SECOND = 5
 # Pending, a finished phase and anything not urgent are written at once.
 PROGRESS_WRITE_DELAY = 2.0
 PROGRESS_PHASES = frozenset({"Submitted", "Running"})
+# A run that starts waiting (behind a limit, or for its scheduled start) tells so in an Event that goes in
+# the Event poster's background lane: thousands of them after a burst must not hold up the Events, or take
+# the API server's capacity, of the runs that move.
+WAITING_EVENT_REASONS = frozenset({"Pending", "Scheduled"})
 CLEARED_STATUS: dict[str, Any] = dict.fromkeys(
     (field.alias or name for name, field in FlowRunStatus.model_fields.items()), None
 )
@@ -611,7 +615,9 @@ class Engine:
             return
         ref = ObjectRef.of(obj)
         for event in events:
-            self._events.submit(ref, event.type, event.reason, event.message)
+            self._events.submit(
+                ref, event.type, event.reason, event.message, background=event.reason in WAITING_EVENT_REASONS
+            )
 
     # ------------------------------------------------------------------------------ housekeeping
 

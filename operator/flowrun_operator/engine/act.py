@@ -30,6 +30,7 @@ log = logging.getLogger("flowrun_operator.engine.act")
 # recorders drop under pressure too). Events tell the history; they never hold up or break the work.
 MAX_PENDING_EVENTS = 20_000
 EVENT_WORKERS = 4
+BACKGROUND_EVENT_WORKERS = 1
 BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 60.0
 
@@ -184,34 +185,58 @@ PostFn = Callable[[dict[str, Any], str, str, str], Awaitable[None]]
 class EventPoster:
     """Events wait here as small records and are posted in order by a few workers (one in flight each): during
     a burst of thousands of transitions each waiting Event costs a reference and its message, not a task with
-    its futures, timers and request body. At most `limit` wait; a newer one is dropped and counted."""
+    its futures, timers and request body. At most `limit` wait; a newer one is dropped and counted.
 
-    def __init__(self, post: PostFn, *, workers: int = EVENT_WORKERS, limit: int = MAX_PENDING_EVENTS) -> None:
+    Background Events (a run starts waiting) have a lane of their own that at most `background_workers` post
+    from at once, and only when no other Event waits: a backlog of thousands of them (a burst of runs queued
+    behind a limit) then neither delays the Events of runs that move nor takes the API server's capacity
+    from their Jobs once the limit opens."""
+
+    def __init__(
+        self,
+        post: PostFn,
+        *,
+        workers: int = EVENT_WORKERS,
+        background_workers: int = BACKGROUND_EVENT_WORKERS,
+        limit: int = MAX_PENDING_EVENTS,
+    ) -> None:
         self._post = post
         self._limit = limit
+        self._background_workers = background_workers
         self._queue: deque[tuple[ObjectRef, str, str, str]] = deque()
+        self._background: deque[tuple[ObjectRef, str, str, str]] = deque()
         self._inflight = 0
+        self._background_inflight = 0
         self._wakeup = asyncio.Event()
         self._workers = [asyncio.create_task(self._work(), name=f"event-poster-{i}") for i in range(workers)]
 
-    def submit(self, ref: ObjectRef, event_type: str, reason: str, message: str) -> None:
-        if len(self._queue) >= self._limit:
+    def submit(self, ref: ObjectRef, event_type: str, reason: str, message: str, *, background: bool = False) -> None:
+        if len(self._queue) + len(self._background) >= self._limit:
             metrics.EVENTS_DROPPED.labels(reason).inc()
             return
-        self._queue.append((ref, event_type, reason, message))
+        (self._background if background else self._queue).append((ref, event_type, reason, message))
         self._wakeup.set()
 
     def pending(self) -> int:
-        return len(self._queue) + self._inflight
+        return len(self._queue) + len(self._background) + self._inflight
+
+    def _next(self) -> tuple[tuple[ObjectRef, str, str, str], bool] | None:
+        if self._queue:
+            return self._queue.popleft(), False
+        if self._background and self._background_inflight < self._background_workers:
+            return self._background.popleft(), True
+        return None
 
     async def _work(self) -> None:
         while True:
-            if not self._queue:
+            found = self._next()
+            if found is None:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            ref, event_type, reason, message = self._queue.popleft()
+            (ref, event_type, reason, message), background = found
             self._inflight += 1
+            self._background_inflight += background
             try:
                 await self._post(ref.to_api(), event_type, reason, message)
             except asyncio.CancelledError:
@@ -220,6 +245,9 @@ class EventPoster:
                 log.debug("could not post event %s on %s: %s", reason, ref.name, error)
             finally:
                 self._inflight -= 1
+                self._background_inflight -= background
+                if background and self._background:
+                    self._wakeup.set()  # a background slot is free: a worker parked for one may take it
 
     async def close(self, grace: float = 0.0) -> None:
         await _drain_and_stop(self.pending, self._workers, grace)
