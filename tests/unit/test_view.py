@@ -278,3 +278,19 @@ def test_a_packed_spec_unpacks_equal_with_its_templates_shared(raw: dict[str, An
     assert [t.template for t in unpacked.tasks or ()] == [t.template for t in spec.tasks or ()]
     assert all(a.template is b.template for a, b in zip(unpacked.tasks or (), spec.tasks or (), strict=True))
     assert b"template" not in packed.json  # templates are kept by reference, never copied into the JSON
+
+
+def test_a_new_status_of_the_same_spec_carries_the_packed_spec_over_unparsed() -> None:
+    view = NamespaceView("ns")
+    first = run("a", 1, waiting_status(3))
+    first["spec"]["priority"] = 7
+    view.put_run(first)
+    packed = view.runs["a"].packed_spec
+    assert packed is not None and view.runs["a"].priority == 7
+    moved = run("a", 2, waiting_status(2))
+    moved["spec"]["priority"] = 7
+    assert view.put_run(moved)
+    record = view.runs["a"]
+    assert record.packed_spec is packed and record.priority == 7 and record.status.waiting_for[0].position == 2
+    spec = record.spec
+    assert spec is not None and spec.priority == 7

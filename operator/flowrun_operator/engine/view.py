@@ -167,7 +167,8 @@ class RunRecord:
     @classmethod
     def of(cls, base: RunSnapshot, resource_version: int, stored_digest: bytes, **fields: Any) -> RunRecord:
         record = cls(base, resource_version, stored_digest, **fields)
-        record.priority = base.spec.priority if base.spec is not None else 0
+        if base.spec is not None:
+            record.priority = base.spec.priority
         record.set_status(base.status)
         return record
 
@@ -419,8 +420,10 @@ class NamespaceView:
             )
             self._count(before_phase, self.run_phase(name))
             return True
+        packed_spec: PackedSpec | None = None
         if current is not None and current.base.generation == generation:
-            spec, spec_error = current.spec, current.base.spec_error
+            # The same spec: carried over as it is kept (packed or not), never parsed or packed again.
+            spec, spec_error, packed_spec = current.base.spec, current.base.spec_error, current.packed_spec
         else:
             spec, spec_error = parse_spec(obj.get("spec") or {})
         assumed = current.assumed_status if current is not None else None
@@ -465,6 +468,8 @@ class NamespaceView:
             version,
             digest,
             assumed_status=assumed,
+            packed_spec=packed_spec,
+            priority=current.priority if packed_spec is not None and current is not None else 0,
             stored_fallback=parse_status(raw_status) if assumed is not None else None,
             label_limits=current.label_limits if current is not None and current.base.labels == labels else (),
             annotations_rerun=rerun,
