@@ -1,8 +1,9 @@
 """The operator's own API I/O (flowrun_operator.kube.client) against the real API server.
 
-Connections: calls whose response body the operator does not need (Events, Job deletes) must still hand their
-connection back to the pool; a call that opens a new connection pays a TLS handshake on both ends, which once
-cost the operator more CPU than the calls themselves. Lists: read in pages, every page, cut down to what the
+Calls: every kind the operator makes works and its refusals arrive as classified errors; calls whose response
+body the operator does not need (Events, Job deletes) must still hand their connection back to the pool, since
+a call that opens a new connection pays a TLS handshake on both ends, which once cost the operator more CPU
+than the calls themselves. Lists: read in pages, every page, cut down to what the
 engine reads."""
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from pathlib import Path
 
 import kubernetes
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from flowrun_operator.kube import client as kube_client
-from flowrun_operator.kube.client import Kube, ListedPage
+from flowrun_operator.kube.client import Conflict, Kube, ListedPage
+from flowrun_operator.kube.errors import ErrorKind, classify
 from support.flowruns import flowrun
 from support.kube import Kubectl
 
@@ -23,25 +26,55 @@ pytestmark = pytest.mark.integration
 CALLS = 30
 
 
-def test_events_and_deletes_reuse_pooled_connections(kubeconfig: Path, namespace: str) -> None:
+def test_every_call_kind_works_reuses_one_connection_and_raises_classified_errors(
+    crds: None, kubeconfig: Path, namespace: str, kubectl: Kubectl
+) -> None:
+    kubectl.apply(flowrun("io-run", scheduledStart="2099-01-01T00:00:00Z"), namespace=namespace)
     api = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
     kube = Kube(api, threads=1)
-    pool = api.rest_client.pool_manager.connection_from_url(api.configuration.host)
     target = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "probe", "namespace": namespace}}
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "io-job", "labels": {"flowrun.io/run": "io-run"}},
+        "spec": {
+            "suspend": True,
+            "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}},
+        },
+    }
 
     async def calls() -> None:
-        for i in range(CALLS):
-            await kube.post_event(target, "Normal", "Probe", f"call {i}")
-            await kube.delete_job(namespace, f"absent-{i}")  # 404: fine for a delete
+        try:
+            run = await kube.get_object("flowruns", namespace, "io-run")
+            assert run is not None and run["metadata"]["name"] == "io-run"
+            assert await kube.get_object("flowruns", namespace, "absent") is None
+            version = run["metadata"]["resourceVersion"]
+            stored = await kube.patch_status("flowruns", namespace, "io-run", {"message": "probe"}, version)
+            assert stored["status"]["message"] == "probe"
+            with pytest.raises(ApiException) as stale:
+                await kube.patch_status("flowruns", namespace, "io-run", {"message": "stale"}, version)
+            assert classify(stale.value).kind is ErrorKind.CONFLICT
+            created = await kube.create_job(namespace, job)
+            assert created["metadata"]["uid"]
+            with pytest.raises(Conflict):
+                await kube.create_job(namespace, job)
+            read = await kube.get_job(namespace, "io-job")
+            assert read is not None and read["metadata"]["uid"] == created["metadata"]["uid"]
+            for i in range(CALLS):
+                await kube.post_event(target, "Normal", "Probe", f"call {i}")
+                await kube.delete_job(namespace, f"absent-{i}")  # 404: fine for a delete
+            await kube.delete_job(namespace, "io-job")
+            await kube.delete_object("flowruns", namespace, "io-run")
+        finally:
+            await kube.close()
 
-    try:
-        asyncio.run(calls())
-    finally:
-        kube.close()
+    asyncio.run(calls())
     events = kube_events(api, namespace)
     assert events == CALLS, f"{events} of {CALLS} Events were stored"
-    # One thread for the calls and one for the Events: a connection each, however many calls.
-    assert pool.num_connections <= 2, f"{pool.num_connections} connections opened for {2 * CALLS} calls"
+    assert kube.transport.connections_opened == 1, f"{kube.transport.connections_opened} connections for one caller"
+    assert kubectl.json("get", "flowruns", namespace=namespace)["items"] == []
+    job_left = kubectl.json("get", "jobs", namespace=namespace)["items"]
+    assert all(j["metadata"].get("deletionTimestamp") for j in job_left), "the Job is deleted (in the foreground)"
 
 
 def kube_events(api: kubernetes.client.ApiClient, namespace: str) -> int:
@@ -76,10 +109,13 @@ def test_list_reads_every_page_and_keeps_only_what_the_engine_reads(
     async def read() -> list[ListedPage]:
         return [page async for page in kube.list_pages([namespace])]
 
-    try:
-        pages = asyncio.run(read())
-    finally:
-        kube.close()
+    async def read_and_close() -> list[ListedPage]:
+        try:
+            return await read()
+        finally:
+            await kube.close()
+
+    pages = asyncio.run(read_and_close())
     assert [(p.plural, len(p.items)) for p in pages] == [
         ("concurrencylimits", 0),
         *[("jobs", n) for n in (2, 2, 1)],

@@ -652,7 +652,7 @@ def client_propagation(engine_variant: str) -> str:
     from flowrun_operator.kube.client import Kube
 
     source = inspect.getsource(Kube.delete_job)
-    return "Foreground" if 'propagation_policy="Foreground"' in source else "Background"
+    return "Foreground" if '"Foreground"' in source else "Background"
 
 
 # ------------------------------------------------------------------------------ engine patches

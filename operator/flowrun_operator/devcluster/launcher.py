@@ -603,7 +603,8 @@ class DevCluster:
                 # It taints every new Node not-ready until the node-lifecycle controller (not run here, see
                 # CONTROLLERS) removes the taint; KWOK nodes are Ready at once.
                 "--disable-admission-plugins=TaintNodesByCondition",
-                "--profiling=false",
+                # FLOWRUN_APISERVER_PROFILING=1 serves /debug/pprof to read where the API server spends its CPU.
+                "--profiling=" + ("true" if os.environ.get("FLOWRUN_APISERVER_PROFILING") == "1" else "false"),
                 "--event-ttl=15m",
             ]
         if component == CONTROLLER_MANAGER:

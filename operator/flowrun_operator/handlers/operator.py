@@ -106,7 +106,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         await engine.stop()
     kube: Kube | None = memo.get("kube")
     if kube is not None:
-        kube.close()
+        await kube.close()
 
 
 @kopf.on.event(GROUP, VERSION, FLOWRUN_PLURAL)

@@ -1,8 +1,9 @@
-"""Small, idempotent helpers over the official Kubernetes client.
+"""Small, idempotent helpers for the operator's API calls.
 
-The official client is synchronous; every call here runs in a dedicated thread pool so the operator's
-event loop never blocks, and bodies travel as plain dicts (`_preload_content=False` skips the client's
-slow model deserialization).
+Writes and single reads go from the event loop through `Transport` (aiohttp, with the official client's
+credentials). Lists of a namespace go through the official client in a thread pool, since parsing a page of
+500 objects would hold the event loop; their bodies travel as plain dicts (`_preload_content=False` skips
+the client's slow model deserialization).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
@@ -25,6 +27,7 @@ from kubernetes.client.exceptions import ApiException
 from flowrun_operator import metrics
 from flowrun_operator.api.common import FLOWRUN_PLURAL, GROUP, LIMIT_PLURAL, RUN_LABEL, VERSION
 from flowrun_operator.kube.errors import classify
+from flowrun_operator.kube.transport import Transport
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -44,8 +47,8 @@ def load_config() -> kubernetes.client.ApiClient:
         kubernetes.config.load_incluster_config(client_configuration=configuration)
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config(client_configuration=configuration)
-    # Enough pooled connections for the concurrent writes of one admission pass.
-    configuration.connection_pool_maxsize = 48
+    # The official client's connection pool serves only lists (one page at a time); `Transport` keeps its own.
+    configuration.connection_pool_maxsize = 4
     return kubernetes.client.ApiClient(configuration)
 
 
@@ -96,9 +99,9 @@ def event_body(obj: dict[str, Any], event_type: str, reason: str, message: str, 
 
 
 def release(response: Any) -> None:
-    """Read a raw (`_preload_content=False`) response to its end so its connection goes back to the pool.
-    An unread response keeps its connection out of the pool until garbage collection, so the next call
-    opens a new one: a TLS handshake per call, which cost more CPU than the calls themselves."""
+    """Read a raw (`_preload_content=False`) response of the official client to its end so its connection
+    goes back to the pool. An unread response keeps its connection out of the pool until garbage collection,
+    so the next call opens a new one: a TLS handshake per call."""
     response.read()
     response.release_conn()
 
@@ -130,26 +133,58 @@ class Conflict(Exception):
     """The object exists already (409 on create)."""
 
 
+def _custom_path(plural: str, namespace: str, name: str, subresource: str = "") -> str:
+    path = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{plural}/{quote(name)}"
+    return f"{path}/{subresource}" if subresource else path
+
+
+def _job_path(namespace: str, name: str = "") -> str:
+    path = f"/apis/batch/v1/namespaces/{quote(namespace)}/jobs"
+    return f"{path}/{quote(name)}" if name else path
+
+
+def _delete_options(propagation: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": propagation}
+
+
+# Events only tell the history: at most this many in flight keeps a burst of them from delaying the writes
+# that start work (Job creation) and from crowding a busy API server.
+EVENTS_IN_FLIGHT = 4
+
+
 class Kube:
     """The operator's writes and initial reads."""
 
-    def __init__(self, api: kubernetes.client.ApiClient | None = None, *, threads: int = 32) -> None:
+    def __init__(self, api: kubernetes.client.ApiClient | None = None, *, threads: int = 8) -> None:
         self.api = api or load_config()
         self.custom = kubernetes.client.CustomObjectsApi(self.api)
         self.batch = kubernetes.client.BatchV1Api(self.api)
-        self.core = kubernetes.client.CoreV1Api(self.api)
+        self.transport = Transport(self.api.configuration)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kube")
-        # Events only tell the history: four threads of their own keep a burst of them from delaying the
-        # writes that start work (Job creation) and from crowding a busy API server.
-        self._event_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="kube-events")
+        self._events_in_flight = asyncio.Semaphore(EVENTS_IN_FLIGHT)
 
-    async def _run(self, fn: Callable[[], T], pool: ThreadPoolExecutor | None = None, verb: str = "call") -> T:
-        # The socket timeout (REQUEST_TIMEOUT) ends a hung connection; this bound also covers a call
-        # queued behind others in the pool, so no caller waits for ever.
+    async def _call(
+        self,
+        verb: str,
+        method: str,
+        path: str,
+        *,
+        body: dict[str, Any] | None = None,
+        content_type: str = "application/json",
+        read_body: bool = True,
+    ) -> dict[str, Any] | None:
+        # The socket timeouts (REQUEST_TIMEOUT) end a hung connection; the total bound also covers the wait
+        # for a pooled connection, so no caller waits for ever.
         started = time.perf_counter()
         try:
-            return await asyncio.wait_for(
-                asyncio.get_running_loop().run_in_executor(pool or self._pool, fn), CALL_TIMEOUT_SECONDS
+            return await self.transport.request(
+                method,
+                path,
+                body=body,
+                content_type=content_type,
+                socket_seconds=REQUEST_TIMEOUT,
+                call_seconds=CALL_TIMEOUT_SECONDS,
+                read_body=read_body,
             )
         except Exception as error:
             metrics.API_ERRORS.labels(verb, classify(error).reason).inc()
@@ -157,9 +192,23 @@ class Kube:
         finally:
             metrics.API_REQUESTS.labels(verb).observe(time.perf_counter() - started)
 
-    def close(self) -> None:
+    async def _run(self, fn: Callable[[], T], verb: str = "call") -> T:
+        # The socket timeout (REQUEST_TIMEOUT) ends a hung connection; this bound also covers a call
+        # queued behind others in the pool, so no caller waits for ever.
+        started = time.perf_counter()
+        try:
+            return await asyncio.wait_for(
+                asyncio.get_running_loop().run_in_executor(self._pool, fn), CALL_TIMEOUT_SECONDS
+            )
+        except Exception as error:
+            metrics.API_ERRORS.labels(verb, classify(error).reason).inc()
+            raise
+        finally:
+            metrics.API_REQUESTS.labels(verb).observe(time.perf_counter() - started)
+
+    async def close(self) -> None:
+        await self.transport.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self._event_pool.shutdown(wait=False, cancel_futures=True)
         self.api.close()
 
     # ----------------------------------------------------------------------------------------- reads
@@ -213,73 +262,44 @@ class Kube:
         return page
 
     async def get_object(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
-        def read() -> dict[str, Any] | None:
-            try:
-                found: dict[str, Any] = self.custom.get_namespaced_custom_object(
-                    GROUP, VERSION, namespace, plural, name, _request_timeout=REQUEST_TIMEOUT
-                )
-            except ApiException as error:
-                if error.status == 404:
-                    return None
-                raise
-            return found
-
-        return await self._run(read, verb="get")
+        try:
+            return await self._call("get", "GET", _custom_path(plural, namespace, name))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
 
     async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
-        def read() -> dict[str, Any] | None:
-            try:
-                response = self.batch.read_namespaced_job(
-                    name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
-                )
-            except ApiException as error:
-                if error.status == 404:
-                    return None
-                raise
-            job: dict[str, Any] = json.loads(response.data)
-            return job
-
-        return await self._run(read, verb="get")
+        try:
+            return await self._call("get", "GET", _job_path(namespace, name))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
 
     # ---------------------------------------------------------------------------------------- writes
 
     async def create_job(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         """Create a Job; raises Conflict when one of that name exists already."""
-
-        def write() -> dict[str, Any]:
-            try:
-                response = self.batch.create_namespaced_job(
-                    namespace, body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
-                )
-            except ApiException as error:
-                if error.status == 409:
-                    raise Conflict(body["metadata"]["name"]) from error
-                raise
-            job: dict[str, Any] = json.loads(response.data)
-            return job
-
-        return await self._run(write, verb="create")
+        try:
+            job = await self._call("create", "POST", _job_path(namespace), body=body)
+        except ApiException as error:
+            if error.status == 409:
+                raise Conflict(body["metadata"]["name"]) from error
+            raise
+        assert job is not None
+        return job
 
     async def delete_job(self, namespace: str, name: str) -> None:
         """Delete a Job in the foreground: it stays (with a deletionTimestamp) until its pods are gone, so
         its slots stay held while they terminate. A Job already gone is fine."""
-
-        def write() -> None:
-            try:
-                release(
-                    self.batch.delete_namespaced_job(
-                        name,
-                        namespace,
-                        propagation_policy="Foreground",
-                        _preload_content=False,
-                        _request_timeout=REQUEST_TIMEOUT,
-                    )
-                )
-            except ApiException as error:
-                if error.status != 404:
-                    raise
-
-        await self._run(write, verb="delete")
+        try:
+            await self._call(
+                "delete", "DELETE", _job_path(namespace, name), body=_delete_options("Foreground"), read_body=False
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
 
     async def patch_status(
         self, plural: str, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
@@ -290,39 +310,24 @@ class Kube:
         body: dict[str, Any] = {"status": status}
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
-
-        def write() -> dict[str, Any]:
-            result: dict[str, Any] = self.custom.patch_namespaced_custom_object_status(
-                GROUP,
-                VERSION,
-                namespace,
-                plural,
-                name,
-                body,
-                _content_type=MERGE_PATCH,
-                _request_timeout=REQUEST_TIMEOUT,
-            )
-            return result
-
-        return await self._run(write, verb="patch")
+        stored = await self._call(
+            "patch", "PATCH", _custom_path(plural, namespace, name, "status"), body=body, content_type=MERGE_PATCH
+        )
+        assert stored is not None
+        return stored
 
     async def delete_object(self, plural: str, namespace: str, name: str) -> None:
-        def write() -> None:
-            try:
-                self.custom.delete_namespaced_custom_object(
-                    GROUP,
-                    VERSION,
-                    namespace,
-                    plural,
-                    name,
-                    propagation_policy="Background",
-                    _request_timeout=REQUEST_TIMEOUT,
-                )
-            except ApiException as error:
-                if error.status != 404:
-                    raise
-
-        await self._run(write, verb="delete")
+        try:
+            await self._call(
+                "delete",
+                "DELETE",
+                _custom_path(plural, namespace, name),
+                body=_delete_options("Background"),
+                read_body=False,
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
 
     async def post_event(
         self, obj: dict[str, Any], event_type: str, reason: str, message: str, component: str = "flowrun-operator"
@@ -330,16 +335,11 @@ class Kube:
         """Record a core/v1 Event about an object, so `kubectl describe` shows its history."""
         meta = obj.get("metadata") or {}
         body = event_body(obj, event_type, reason, message, component)
-
-        def write() -> None:
-            release(
-                self.core.create_namespaced_event(
-                    meta.get("namespace"), body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
-                )
-            )
+        path = f"/api/v1/namespaces/{quote(str(meta.get('namespace')))}/events"
 
         try:
-            await self._run(write, self._event_pool, verb="event")
+            async with self._events_in_flight:
+                await self._call("event", "POST", path, body=body, read_body=False)
             metrics.EVENTS_POSTED.labels(reason).inc()
         except Exception as error:  # Events are best effort: never let one fail a reconcile pass.
             log.debug("could not post event %s on %s: %s", reason, meta.get("name"), error)
