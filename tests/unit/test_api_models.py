@@ -309,6 +309,15 @@ def test_set_condition_keeps_transition_time_when_status_unchanged() -> None:
     assert first[0].reason == "Waiting" and first[0].observed_generation == 1
 
 
+def test_set_condition_keeps_an_unchanged_condition_as_it_is() -> None:
+    first = set_condition([], _cond(), now=T0)
+    again = set_condition(first, _cond(), now=T0 + timedelta(minutes=5))
+    assert again[0] is first[0] and again[0].last_transition_time == T0
+    # Any other difference makes a new item.
+    for changed in (_cond(reason="Other"), _cond(message="m"), _cond(gen=2), _cond(status="True")):
+        assert set_condition(first, changed, now=T0 + timedelta(minutes=5))[0] is not first[0]
+
+
 def test_set_condition_moves_transition_time_when_status_changes() -> None:
     first = set_condition([], _cond(), now=T0)
     later = T0 + timedelta(seconds=30)

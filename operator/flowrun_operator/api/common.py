@@ -167,6 +167,14 @@ def set_condition(conditions: Sequence[Condition], new: Condition, now: datetime
             result.append(cond)
             continue
         found = True
+        if (
+            cond.status == new.status
+            and cond.last_transition_time is not None
+            and (cond.reason, cond.message, cond.observed_generation)
+            == (new.reason, new.message, new.observed_generation)
+        ):
+            result.append(cond)  # unchanged: kept as it is (plans re-set every condition on every pass)
+            continue
         if cond.status != new.status or cond.last_transition_time is None:
             transition = new.last_transition_time or now
         else:
