@@ -104,6 +104,7 @@ async def run(namespaces: list[str], liveness: str | None, election: leader.Elec
                 await standby.stop()
         elector.start_renewing()
     trimmer = asyncio.create_task(memory.trim_periodically(), name="flowrun-malloc-trim")
+    memory.tune_garbage_collection()
     try:
         await kopf.operator(
             standalone=True,

@@ -12,12 +12,15 @@ import asyncio
 import contextlib
 import ctypes
 import functools
+import gc
 import logging
 from typing import Any
 
 log = logging.getLogger(__name__)
 TRIM_SECONDS = 30.0
 M_ARENA_MAX = -8
+# A young collection after 20,000 new tracked objects (not 700); the next generation after 20 of them.
+GC_THRESHOLDS = (20_000, 20, 20)
 
 
 @functools.cache
@@ -53,3 +56,18 @@ async def trim_periodically(seconds: float = TRIM_SECONDS) -> None:
             trim()
         except Exception as error:  # never fatal: memory is returned at the next try
             log.debug("malloc_trim failed: %s", error)
+
+
+def tune_garbage_collection() -> None:
+    """Fewer cyclic garbage collections. Measured while 10,000 runs were queued and drained (a probe timing
+    every collection): with CPython's defaults (700, 10, 10) the collections took about 16% of the
+    operator's CPU, most of it in full collections of about 0.15-0.2 s each, every 15-30 s, which walk every
+    tracked object (the engine's records of 10,000 runs and the imported modules). With the imports frozen
+    and these thresholds, about 7%, and two full collections in the whole run.
+
+    Most garbage is freed at once by reference counting; the collector only finds reference cycles, which
+    now wait a little longer. The objects alive at start (imported modules, classes, functions) are frozen:
+    they live as long as the process, so walking them found nothing."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
