@@ -91,6 +91,7 @@ class Transport:
             headers=self._headers(content_type if data is not None else None),
             timeout=limits,
             proxy=self.configuration.proxy or None,
+            server_hostname=getattr(self.configuration, "tls_server_name", None) or None,
         ) as response:
             # The body is always read to its end, so the connection goes back to the pool.
             raw = await response.read()
