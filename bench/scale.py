@@ -187,16 +187,17 @@ def operator_cpu(pid: int) -> float:
 
 
 def settle(pid: int, quiet_cores: float = 0.05, window: float = 2.0, timeout: float = 60.0) -> float:
-    """Wait until the operator uses less than ``quiet_cores`` over ``window`` seconds; returns the wait."""
+    """Wait until the operator uses less than ``quiet_cores`` over ``window`` seconds; returns the wait, or NaN
+    when the operator was not quiet within ``timeout``."""
     start = now()
     last = operator_cpu(pid)
     while now() - start < timeout:
         time.sleep(window)
         current = operator_cpu(pid)
         if (current - last) / window < quiet_cores:
-            break
+            return now() - start
         last = current
-    return now() - start
+    return float("nan")
 
 
 # ------------------------------------------------------------------------------------------------ objects
@@ -657,6 +658,10 @@ def checks(
         found += [
             (f"{label}: all {runs} runs Pending with a position", bool(q["all_positioned"])),
             (f"{label}: no Job while the limit was 0 ({q['jobs_before_open']} seen)", q["jobs_before_open"] == 0),
+            (
+                f"{label}: the operator was quiet before the limit was raised",
+                args.open_at_once or q["quiet_after"] == q["quiet_after"],
+            ),
             (f"{label}: all {runs} runs drained ({q['finished']} finished)", bool(q["drained"])),
             (f"{label}: every run Succeeded ({len(q['failed'])} did not)", not q["failed"]),
             (

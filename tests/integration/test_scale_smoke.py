@@ -1,6 +1,6 @@
 """``bench/scale.py`` at a smoke size on the cluster under test: it completes and its invariants hold (every
-queued run showed its place in line, no Job while the limit was 0, all drained without ever exceeding the
-limit, the finished history stayed finished)."""
+queued run showed its place in line, no Job while the limit was 0, the operator quiet again before the limit
+opened, all drained without ever exceeding the limit, the finished history stayed finished)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ EXPECTED_CHECKS = (
     "small: all 40 runs Pending with a position",
     "deep: all 200 runs Pending with a position",
     "deep: no Job while the limit was 0",
+    "deep: the operator was quiet before the limit was raised",
     "deep: all 200 runs drained",
     "deep: every run Succeeded",
     "deep: unfinished Jobs never above 20",
@@ -44,7 +45,7 @@ def test_scale_benchmark_smoke(cluster: Cluster) -> None:
         "runpy.run_path(sys.argv[0], run_name='__main__')"
     )
     script = str(REPO / "bench" / "scale.py")
-    args = ["--pending-timeout", "60", "--drain-timeout", "120", "--settle", "0"]
+    args = ["--pending-timeout", "60", "--drain-timeout", "120", "--settle", "0", "--quiet-timeout", "60"]
     result = subprocess.run(
         [sys.executable, "-P", "-c", launcher, str(REPO / "bench"), script, *args],
         cwd=REPO,
