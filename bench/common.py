@@ -461,7 +461,8 @@ class Operator:
             return None
 
     def counters(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
-        """The operator's counter samples from its /metrics, by (name, sorted labels); None if it does not answer."""
+        """The operator's counter samples (and histograms' sums and counts) from its /metrics, by (name, sorted
+        labels); None if it does not answer."""
         try:
             opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
             with opener.open(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
@@ -471,7 +472,7 @@ class Operator:
         found: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                if sample.name.endswith("_total"):
+                if sample.name.endswith(("_total", "_sum", "_count")):
                     found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
         return found
 
@@ -759,6 +760,25 @@ def writes_line(writes: Mapping[str, float], runs: int) -> str:
     total = sum(writes.values())
     parts = ", ".join(f"{phase} {count / runs:.2f}" for phase, count in sorted(writes.items()))
     return f"FlowRun status writes per run (/metrics): {total / runs:.2f} ({parts})"
+
+
+def engine_timing(before: Counters | None, after: Counters | None) -> str:
+    """Mean engine round and mean wait of a marked key for its round between two scrapes (histograms)."""
+    if before is None or after is None:
+        return "engine rounds (/metrics): unavailable"
+
+    def delta(name: str) -> float:
+        return after.get((name, ()), 0.0) - before.get((name, ()), 0.0)
+
+    parts = []
+    for histogram, what in (
+        ("flowrun_engine_round_seconds", "round"),
+        ("flowrun_engine_queue_latency_seconds", "key wait"),
+    ):
+        count = delta(f"{histogram}_count")
+        mean = delta(f"{histogram}_sum") / count * 1000 if count else float("nan")
+        parts.append(f"{int(count)} {what}s, mean {mean:.1f} ms")
+    return "engine (/metrics): " + "; ".join(parts)
 
 
 def engine_counters(health: Mapping[str, Any] | None) -> str:

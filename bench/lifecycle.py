@@ -38,6 +38,7 @@ from common import (
     create_all,
     custom_lister,
     engine_counters,
+    engine_timing,
     flowrun,
     flowrun_writes_by_phase,
     install_signal_handlers,
@@ -346,7 +347,9 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(args.settle)
         counters_before = operator.counters()
         runs = load_phase(env, ns_runs, "flowruns", args.runs, args.threads, args.pod_seconds, args.timeout)
-        runs["status_writes_by_phase"] = flowrun_writes_by_phase(counters_before, operator.counters())
+        counters_after = operator.counters()
+        runs["status_writes_by_phase"] = flowrun_writes_by_phase(counters_before, counters_after)
+        runs["engine_timing"] = engine_timing(counters_before, counters_after)
         memory = memory_of(operator.pid)
         health = operator.health()
         tracebacks = operator.tracebacks()
@@ -356,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
             f"operator: peak RSS {memory.get('VmHWM', float('nan')):.0f} MiB, "
             f"RSS now {memory.get('VmRSS', float('nan')):.0f} MiB, tracebacks in log: {tracebacks}\n"
             + writes_line(runs["status_writes_by_phase"], args.runs)
+            + "\n"
+            + runs["engine_timing"]
             + "\n"
             + engine_counters(health)
         )

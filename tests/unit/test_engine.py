@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from kubernetes.client.exceptions import ApiException
+from prometheus_client import REGISTRY
 
 import flowrun_operator.engine as engine_module
 from flowrun_operator.engine import Engine
@@ -352,5 +353,28 @@ async def test_a_status_written_by_someone_else_meanwhile_is_not_overwritten() -
         await settle(engine, kube)
         assert status(kube, "later")["phase"] == "Succeeded"
         assert "later" in engine.views["ns"].finished
+    finally:
+        await engine.stop()
+
+
+@scenario
+async def test_the_wait_of_a_marked_key_for_its_round_is_observed() -> None:
+    def observed() -> tuple[float, float]:
+        count = REGISTRY.get_sample_value("flowrun_engine_queue_latency_seconds_count") or 0.0
+        total = REGISTRY.get_sample_value("flowrun_engine_queue_latency_seconds_sum") or 0.0
+        return count, total
+
+    kube = FakeKube()
+    engine = await started(kube)
+    try:
+        await settle(engine, kube)
+        count_before, sum_before = observed()
+        kube.add("run", flowrun("a", {}))
+        await settle(engine, kube)
+        assert jobs_of(kube, "a")
+        count_after, sum_after = observed()
+        assert count_after > count_before
+        # A round starts BATCH_SECONDS after the first mark at the earliest.
+        assert sum_after - sum_before >= engine_module.BATCH_SECONDS * 0.9
     finally:
         await engine.stop()

@@ -100,6 +100,7 @@ class Engine:
         self._ready = False
         self._last_progress = 0.0
         self._marked_at: float | None = None
+        self._first_mark: dict[str, float] = {}  # per namespace: when its oldest unprocessed key was marked
         self.jobs_created = 0
         self.rounds = 0
         self.errors = 0
@@ -116,9 +117,11 @@ class Engine:
         return asyncio.get_running_loop().time()
 
     def _signal(self, namespace: str) -> None:
-        if self._marked_at is None:
-            with contextlib.suppress(RuntimeError):
-                self._marked_at = self._loop_time()
+        with contextlib.suppress(RuntimeError):
+            now = self._loop_time()
+            if self._marked_at is None:
+                self._marked_at = now
+            self._first_mark.setdefault(namespace, now)
         if not self._started:
             return
         wakeup = self._wakeups.get(namespace)
@@ -353,9 +356,12 @@ class Engine:
             runs = self._dirty_runs.pop(namespace, set())
             limits = self._dirty_limits.pop(namespace, set())
             refresh = self._refresh.pop(namespace, set())
+            first_mark = self._first_mark.pop(namespace, None)
             if not (runs or limits or refresh):
                 continue
             started = self._loop_time()
+            if first_mark is not None:
+                metrics.QUEUE_LATENCY.observe(started - first_mark)
             try:
                 await self._round(namespace, runs, limits, refresh)
             except asyncio.CancelledError:
