@@ -378,3 +378,34 @@ async def test_the_wait_of_a_marked_key_for_its_round_is_observed() -> None:
         assert sum_after - sum_before >= engine_module.BATCH_SECONDS * 0.9
     finally:
         await engine.stop()
+
+
+@scenario
+async def test_stalled_while_a_marked_key_waits_behind_a_hung_call_and_not_after() -> None:
+    kube = FakeKube()
+    engine = await started(kube)
+    release = asyncio.Event()
+    create_job = kube.create_job
+
+    async def hung_create(namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        await release.wait()
+        return await create_job(namespace, body)
+
+    kube.create_job = hung_create  # type: ignore[method-assign]
+    try:
+        await settle(engine, kube)
+        assert not engine.stalled(0.05)
+        kube.add("run", flowrun("a", {}))
+        kube.deliver(engine)
+        await asyncio.sleep(0.1)  # the round for "a" is now waiting in its Job create
+        kube.add("run", flowrun("b", {}))
+        kube.deliver(engine)
+        await asyncio.sleep(0.2)
+        assert engine.stalled(0.15)
+        release.set()
+        await settle(engine, kube)
+        assert jobs_of(kube, "a") and jobs_of(kube, "b")
+        assert not engine.stalled(0.15)
+    finally:
+        release.set()
+        await engine.stop()

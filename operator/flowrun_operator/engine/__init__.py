@@ -99,7 +99,6 @@ class Engine:
         self._background: set[asyncio.Task[Any]] = set()
         self._ready = False
         self._last_progress = 0.0
-        self._marked_at: float | None = None
         self._first_mark: dict[str, float] = {}  # per namespace: when its oldest unprocessed key was marked
         self.jobs_created = 0
         self.rounds = 0
@@ -118,10 +117,7 @@ class Engine:
 
     def _signal(self, namespace: str) -> None:
         with contextlib.suppress(RuntimeError):
-            now = self._loop_time()
-            if self._marked_at is None:
-                self._marked_at = now
-            self._first_mark.setdefault(namespace, now)
+            self._first_mark.setdefault(namespace, self._loop_time())
         if not self._started:
             return
         wakeup = self._wakeups.get(namespace)
@@ -338,9 +334,9 @@ class Engine:
 
     def stalled(self, seconds: float) -> bool:
         """Work is queued but nothing has been processed for `seconds` (for the liveness probe)."""
-        if self._marked_at is None:
+        if not self._first_mark:
             return False
-        return self._loop_time() - max(self._last_progress, self._marked_at) > seconds
+        return self._loop_time() - max(self._last_progress, min(self._first_mark.values())) > seconds
 
     # ----------------------------------------------------------------------------------- worker
 
@@ -352,7 +348,6 @@ class Engine:
             wakeup.clear()
             if not self._ready:
                 continue
-            self._marked_at = None
             runs = self._dirty_runs.pop(namespace, set())
             limits = self._dirty_limits.pop(namespace, set())
             refresh = self._refresh.pop(namespace, set())
