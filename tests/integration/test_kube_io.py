@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import kubernetes
 import pytest
@@ -18,6 +19,7 @@ from kubernetes.client.exceptions import ApiException
 from flowrun_operator.kube import client as kube_client
 from flowrun_operator.kube.client import Conflict, Kube, ListedPage
 from flowrun_operator.kube.errors import ErrorKind, classify
+from flowrun_operator.kube.watch import events, watch_path
 from support.flowruns import flowrun
 from support.kube import Kubectl
 
@@ -134,3 +136,49 @@ def test_list_reads_every_page_and_keeps_only_what_the_engine_reads(
         assert set(job) == {"apiVersion", "kind", "metadata", "status"}  # no spec, no pod template
         assert job["metadata"]["labels"]["flowrun.io/run"] == "paged-0"
     assert all(run["spec"]["flow"] for run in listed_runs)
+    assert {p.namespace for p in pages} == {namespace}
+
+
+def suspended_job(name: str, labels: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "suspend": True,
+            "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}},
+        },
+    }
+
+
+def test_the_job_stream_continues_a_list_and_carries_only_the_operators_jobs(
+    crds: None, kubeconfig: Path, namespace: str, kubectl: Kubectl
+) -> None:
+    api = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
+    batch = kubernetes.client.BatchV1Api(api)
+    listed = batch.list_namespaced_job(namespace, label_selector="flowrun.io/run")
+    since = int(listed.metadata.resource_version)
+    # Created after the list, in this order: the stream must deliver the first and the third, and since a
+    # watch delivers in the order of the changes, the unlabelled Job would come before "third" if at all.
+    kubectl.apply(suspended_job("first", {"flowrun.io/run": "r1"}), namespace=namespace)
+    kubectl.apply(suspended_job("unlabelled", {"team": "other"}), namespace=namespace)
+    kubectl.apply(suspended_job("third", {"flowrun.io/run": "r3"}), namespace=namespace)
+    kube = Kube(api, threads=1)
+    path = watch_path("batch", "v1", "jobs", namespace)
+
+    async def read() -> list[tuple[str, str]]:
+        seen: list[tuple[str, str]] = []
+        try:
+            async with asyncio.timeout(30):
+                async for kind, obj in events(kube.transport, path, since, label_selector="flowrun.io/run"):
+                    if kind != "BOOKMARK":
+                        seen.append((kind, obj["metadata"]["name"]))
+                    if obj["metadata"].get("name") == "third":
+                        break
+        finally:
+            await kube.close()
+        return seen
+
+    seen = asyncio.run(read())
+    assert [name for kind, name in seen if kind == "ADDED"] == ["first", "third"]
+    assert {name for _, name in seen} == {"first", "third"}  # the Job controller may update "first" meanwhile

@@ -409,3 +409,24 @@ async def test_stalled_while_a_marked_key_waits_behind_a_hung_call_and_not_after
     finally:
         release.set()
         await engine.stop()
+
+
+@scenario
+async def test_watches_that_lose_their_version_at_once_share_one_fresh_list_and_continue_from_it() -> None:
+    kube = FakeKube()
+    kube.add("run", flowrun("a", {"q": "x"}))
+    engine = await started(kube)
+    try:
+        seeded = dict(engine.list_versions)
+        assert set(seeded) == {("concurrencylimits", None), ("jobs", None), ("flowruns", None)}
+        lists_before = kube.calls.count(("list", ""))
+        versions = await asyncio.gather(
+            engine.relist("jobs", None), engine.relist("flowruns", None), engine.relist("jobs", None)
+        )
+        assert kube.calls.count(("list", "")) == lists_before + 1
+        assert versions[0] == versions[1] == versions[2] > seeded[("jobs", None)]
+        assert engine.list_versions[("jobs", None)] == versions[0]
+        await engine.relist("jobs", None)  # asked after that list ended: a list of its own
+        assert kube.calls.count(("list", "")) == lists_before + 2
+    finally:
+        await engine.stop()

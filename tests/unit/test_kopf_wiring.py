@@ -19,7 +19,7 @@ def test_only_event_handlers_are_registered() -> None:
     assert registry._changing.get_all_handlers() == []
     assert registry._indexing.get_all_handlers() == []
     assert registry._webhooks.get_all_handlers() == []
-    assert len(registry._watching.get_all_handlers()) >= 3  # FlowRuns, Jobs, limits (and the schedules)
+    assert len(registry._watching.get_all_handlers()) >= 2  # FlowRuns and limits (and the schedules); Jobs: own stream
 
 
 def test_event_memories_keep_nothing_between_events_and_hand_out_the_memo() -> None:

@@ -88,6 +88,11 @@ class Engine:
         self._limits_changed: set[tuple[str, str]] = set()
         self._lines_changed: set[tuple[str, str]] = set()
         self._listing = False
+        self._resync_lock = asyncio.Lock()
+        self.resyncs = 0
+        # The resourceVersion of the latest complete list per (plural, namespace or None for all): a watch of
+        # that kind and scope continues from it.
+        self.list_versions: dict[tuple[str, str | None], int] = {}
         self._tombstones: dict[tuple[str, str, str], int] = {}
         self._backoff = Backoff()
         self._wakeups: dict[str, asyncio.Event] = {}
@@ -230,21 +235,36 @@ class Engine:
     async def resync(self) -> None:
         """A fresh list replaces the view, applied page by page as the pages arrive (one page is held at a
         time, not the namespace): objects it lacks are dropped unless newer than the list, and a deletion
-        seen while the list was in flight is not undone by it. A list that fails part way drops nothing."""
-        self._listing = True
-        self._tombstones = {}
-        listed = _Listed()
-        try:
-            async for page in self.kube.list_pages(self.namespaces):
-                self._apply_page(page, listed)
-        finally:
-            self._listing = False
+        seen while the list was in flight is not undone by it. A list that fails part way drops nothing.
+        One list runs at a time (the record of deletions seen meanwhile is shared)."""
+        async with self._resync_lock:
+            self._listing = True
             self._tombstones = {}
-        self._drop_unlisted(listed)
+            listed = _Listed()
+            try:
+                async for page in self.kube.list_pages(self.namespaces):
+                    self._apply_page(page, listed)
+            finally:
+                self._listing = False
+                self._tombstones = {}
+            self._drop_unlisted(listed)
+            self.list_versions.update(listed.versions)
+            self.resyncs += 1
+
+    async def relist(self, plural: str, namespace: str | None) -> int:
+        """For a watch whose version the API server no longer keeps: a fresh list (shared with any watch
+        that asked meanwhile) and the version its `plural` in `namespace` continues from."""
+        asked = self.resyncs
+        async with self._resync_lock:
+            pass  # a list in flight when the watch failed serves it too
+        if self.resyncs == asked:
+            await self.resync()
+        return self.list_versions[(plural, namespace)]
 
     def _apply_page(self, page: ListedPage, listed: _Listed) -> None:
         kind = _LISTED_KINDS[page.plural]
         listed.version = page.resource_version if listed.version is None else min(listed.version, page.resource_version)
+        listed.versions[(page.plural, page.namespace)] = page.resource_version
         apply = {"limit": self.on_limit, "job": self.on_job, "run": self.on_run}[kind]
         for obj in page.items:
             namespace, name, _ = self._key(obj)
@@ -777,6 +797,7 @@ class _Listed:
     def __init__(self) -> None:
         self.present: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
         self.version: int | None = None
+        self.versions: dict[tuple[str, str | None], int] = {}
 
 
 def _rv(value: str) -> int:

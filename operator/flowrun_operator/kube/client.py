@@ -61,6 +61,8 @@ class ListedPage:
     # The list's resourceVersion: every page of one list is served from the snapshot of its first page, so
     # an object of this kind missing from all of them and not newer than this was gone when it was taken.
     resource_version: int
+    # The namespace listed, or None for all of them (a watch continues the list of the same scope).
+    namespace: str | None = None
 
 
 def _version(listing: dict[str, Any]) -> int:
@@ -233,7 +235,7 @@ class Kube:
                 while True:
                     items, version_here, token = await self._run(partial(_read_page, fetch, token, slim), verb="list")
                     version = version_here if version is None else version
-                    yield ListedPage(plural, items, version)
+                    yield ListedPage(plural, items, version, ns)
                     if token is None:
                         break
 

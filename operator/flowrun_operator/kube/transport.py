@@ -9,8 +9,10 @@ the official client's `Configuration`, so every way it loads a kubeconfig or in-
 
 from __future__ import annotations
 
+import contextlib
 import json
 import ssl
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -101,6 +103,21 @@ class Transport:
                 return None
             parsed: dict[str, Any] = json.loads(raw)
             return parsed
+
+    @contextlib.asynccontextmanager
+    async def stream(self, path: str, timeouts: aiohttp.ClientTimeout) -> AsyncIterator[aiohttp.StreamReader]:
+        """A GET whose body is read as it arrives (a watch); raises ApiException for a refusal."""
+        async with self._open().get(
+            self.host + path,
+            headers=self._headers(None),
+            timeout=timeouts,
+            proxy=self.configuration.proxy or None,
+            server_hostname=getattr(self.configuration, "tls_server_name", None) or None,
+        ) as response:
+            if response.status >= 400:
+                raw = await response.read()
+                raise ApiException(status=response.status, reason=response.reason, body=raw.decode(errors="replace"))
+            yield response.content
 
     async def close(self) -> None:
         if self._session is not None:
