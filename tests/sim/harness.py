@@ -4,11 +4,13 @@ One `Harness` runs one `Scenario`: it creates the scenario's objects, starts an 
 built, `seed()`, `start()`, then watch streams listed as Kopf does), plays the scenario's actions at their
 virtual times, lets the scenario quiesce, and returns every invariant violation it saw.
 
-Watch delivery keeps the guarantees Kubernetes and Kopf give and no more: events of one object arrive in order
-(Kopf may skip all but the newest of a burst), events of different objects and kinds interleave arbitrarily,
-and a dropped stream ("410 Gone") loses its undelivered events and resumes with a re-list that delivers every
-present object (deletions during the gap are not delivered); the operator's own re-list (`resync()`) follows.
-A crash cancels every task of the incarnation wherever it awaits; a new one is built and seeded.
+Watch delivery keeps the guarantees Kubernetes gives and no more: events of one object arrive in order (with
+`coalesce`, all but the newest of a burst may be skipped), events of different objects and kinds interleave
+arbitrarily. As in the operator (flowrun_operator.kube.watch), each stream continues from the version of the
+engine's seeding list, every change after it delivered; a dropped stream ("410 Gone") loses its undelivered
+events and continues from the version of the fresh list it asks the engine for (`Engine.relist`), so the
+deletions of the gap reach the engine only through that list. A crash cancels every task of the incarnation
+wherever it awaits; a new one is built and seeded.
 
 The engine under test is `flowrun_operator.engine.Engine`, or the former `Reconciler` with SIM_ENGINE=legacy.
 """
@@ -115,10 +117,21 @@ class Watches:
         self.last_at: dict[tuple[str, str, str], float] = {}
         self.handles: dict[tuple[str, str, str], asyncio.TimerHandle] = {}
         self.held: set[str] = set()  # kinds whose delivery a hand-written scenario holds back for a while
+        # Every change of each kind with the API's version after it: what a watch from a version replays.
+        self.history: dict[str, list[tuple[int, str, Obj]]] = {kind: [] for kind in KINDS}
 
     def on_event(self, kind: str, event: str, obj: Obj) -> None:
+        self.history[kind].append((self.h.api.rv, event, obj))
         if self.up[kind]:
             self._enqueue(kind, event, obj)
+
+    def resume(self, kind: str, since: int) -> None:
+        """A stream (re)starting from version `since`: every later change of the kind, then live ones."""
+        self.drop(kind)
+        self.up[kind] = True
+        for version, event, obj in self.history[kind]:
+            if version > since:
+                self._enqueue(kind, event, clone(obj))
 
     def _enqueue(self, kind: str, event: str | None, obj: Obj) -> None:
         if kind == JOBS and "flowrun.io/run" not in (obj["metadata"].get("labels") or {}):
@@ -166,7 +179,8 @@ class Watches:
                 handle.cancel()
 
     def relist(self, kind: str) -> None:
-        """A Kopf watcher (re)starting: every present object arrives as an event of type None."""
+        """A Kopf watcher (re)starting (the former engine's wiring): every present object arrives as an event
+        of type None."""
         self.up[kind] = True
         for _, obj in sorted(self.h.api.objects[kind].items()):
             self._enqueue(kind, None, clone(obj))
@@ -348,7 +362,10 @@ class Harness:
             self.current = Incarnation(number, engine, context)
             self.restarting = False
             for kind in KINDS:
-                self.watches.relist(kind)
+                if self.variant == "legacy":
+                    self.watches.relist(kind)
+                else:
+                    self.watches.resume(kind, engine.list_versions[(kind, None)])
             return
 
     def crash(self, number: int | None = None) -> None:
@@ -514,11 +531,26 @@ class Harness:
             raise ValueError(f"unknown action {kind}")
 
     def _after_gap(self, stream: str) -> None:
-        if self.current is None:
+        current = self.current
+        if current is None:
             return  # a restart lists every stream anyway
-        self.watches.relist(stream)
-        # The deletions the gap swallowed reach the engine through its own re-list (a safety net it must have).
-        self.loop.call_later(self.rng.choice((0.0, 1.0, 5.0)), self.resync, context=self.harness_context.copy())
+        if self.variant == "legacy":
+            self.watches.relist(stream)
+            # The deletions the gap swallowed reach the engine through its own re-list.
+            self.loop.call_later(self.rng.choice((0.0, 1.0, 5.0)), self.resync, context=self.harness_context.copy())
+            return
+
+        async def relist() -> None:
+            # What the stream does on 410 Gone: a fresh list through the engine, then on from its version.
+            try:
+                since = await current.engine.relist(stream, None)
+            except Exception:
+                self.loop.call_later(1.0, self._after_gap, stream, context=self.harness_context.copy())
+                return
+            if self.current is current:
+                self.watches.resume(stream, since)
+
+        self.loop.create_task(relist(), context=current.context.copy())
 
     # ------------------------------------------------------------------------ end-state checks
 

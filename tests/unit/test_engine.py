@@ -420,6 +420,14 @@ async def test_watches_that_lose_their_version_at_once_share_one_fresh_list_and_
         seeded = dict(engine.list_versions)
         assert set(seeded) == {("concurrencylimits", None), ("jobs", None), ("flowruns", None)}
         lists_before = kube.calls.count(("list", ""))
+        real_list = kube.list_pages
+
+        async def slow_list(namespaces: Any) -> AsyncIterator[ListedPage]:
+            async for page in real_list(namespaces):
+                await asyncio.sleep(0.01)  # a list takes a while: the other watches ask meanwhile
+                yield page
+
+        kube.list_pages = slow_list  # type: ignore[method-assign]
         versions = await asyncio.gather(
             engine.relist("jobs", None), engine.relist("flowruns", None), engine.relist("jobs", None)
         )

@@ -43,7 +43,6 @@ log = logging.getLogger("flowrun_operator.engine")
 BATCH_SECONDS = 0.02
 HOUSEKEEPING_SECONDS = 1.0
 RESYNC_SECONDS = float(os.environ.get("FLOWRUN_RESYNC_SECONDS", "300"))
-FIRST_RESYNC_SECONDS = 30.0
 # Status writes in flight at once: a burst of new runs needs one write each, and each waits a round trip.
 WRITERS = 16
 # Place-in-line refreshes: a waiting run's position is rewritten once it has halved since it was written
@@ -655,12 +654,10 @@ class Engine:
                 log.exception("housekeeping failed")
 
     async def _resync_loop(self) -> None:
-        # The first re-list comes soon after start: a deletion between the seeding list and the moment the
-        # watches started is delivered by no watch.
-        delay = min(FIRST_RESYNC_SECONDS, RESYNC_SECONDS)
+        # The watches continue the seeding list, so nothing between the two is missed; this re-list is a
+        # safety net (a watch that lost its version re-lists at once, through `relist`).
         while True:
-            await asyncio.sleep(delay)
-            delay = RESYNC_SECONDS
+            await asyncio.sleep(RESYNC_SECONDS)
             try:
                 await self.resync()
             except asyncio.CancelledError:

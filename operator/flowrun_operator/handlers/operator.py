@@ -1,11 +1,11 @@
 """Kopf wiring. The handlers are thin on purpose: each watch event updates the engine's view and marks the
 keys it affects (flowrun_operator.engine), where all decisions are made.
 
-Only `on.event` handlers are used: they add no finalizers and no annotations to users' objects and,
-unlike Kopf's change-detection handlers, never wait for their own patches to come back, which keeps
-the path from `kubectl apply` to a created Job well under a second. The operator's Jobs do not go
-through Kopf at all: they are the busiest stream, and their own watch (flowrun_operator.kube.watch) hands
-each event to the engine for the cost of parsing it.
+The engine's FlowRuns, Jobs and ConcurrencyLimits do not go through Kopf's event processing: a stream per
+kind and scope (flowrun_operator.kube.watch) continues the engine's seeding list, so nothing is listed twice
+and nothing between the list and the watch is missed, and hands each event to the engine for the cost of
+parsing it. Kopf runs the startup and cleanup, the probes and the FlowSchedule watch, with `on.event`
+handlers only: they add no finalizers and no annotations to users' objects.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -103,28 +104,32 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     memo["kube"] = kube
     memo["engine"] = engine
     memo["watches"] = [
-        asyncio.create_task(stream.run(since), name=f"watch-{stream.name}")
-        for stream, since in _job_streams(kube, engine)
+        asyncio.create_task(stream.run(since), name=f"watch-{stream.name}") for stream, since in _streams(kube, engine)
     ]
     scope = ", ".join(memo.get("namespaces") or []) or "all namespaces"
     log.info("flowrun-operator watching FlowRuns, ConcurrencyLimits and Jobs in %s", scope)
 
 
-def _job_streams(kube: Kube, engine: Engine) -> list[tuple[WatchStream, int]]:
-    """The operator's Jobs (busiest of its kinds: some six events per run) bypass Kopf's event processing:
-    a stream per watched scope continues the engine's seeding list of them."""
-    streams = []
+def _streams(kube: Kube, engine: Engine) -> list[tuple[WatchStream, int]]:
+    """A stream per kind and watched scope, each continuing the engine's seeding list of that kind."""
+    kinds: list[tuple[str, str, str, Callable[[str, dict[str, Any]], None], str | None]] = [
+        (GROUP, VERSION, LIMIT_PLURAL, engine.on_limit, None),
+        ("batch", "v1", "jobs", engine.on_job, RUN_LABEL),
+        (GROUP, VERSION, FLOWRUN_PLURAL, engine.on_run, None),
+    ]
     scopes: list[str | None] = list(engine.namespaces) if engine.namespaces else [None]
+    streams = []
     for namespace in scopes:
-        stream = WatchStream(
-            kube.transport,
-            watch_path("batch", "v1", "jobs", namespace),
-            name="jobs",
-            deliver=engine.on_job,
-            relist=partial(engine.relist, "jobs", namespace),
-            label_selector=RUN_LABEL,
-        )
-        streams.append((stream, engine.list_versions[("jobs", namespace)]))
+        for group, version, plural, deliver, selector in kinds:
+            stream = WatchStream(
+                kube.transport,
+                watch_path(group, version, plural, namespace),
+                name=plural,
+                deliver=deliver,
+                relist=partial(engine.relist, plural, namespace),
+                label_selector=selector,
+            )
+            streams.append((stream, engine.list_versions[(plural, namespace)]))
     return streams
 
 
@@ -140,16 +145,6 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     kube: Kube | None = memo.get("kube")
     if kube is not None:
         await kube.close()
-
-
-@kopf.on.event(GROUP, VERSION, FLOWRUN_PLURAL)
-async def flowrun_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    memo["engine"].on_run(event["type"], event["object"])
-
-
-@kopf.on.event(GROUP, VERSION, LIMIT_PLURAL)
-async def limit_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    memo["engine"].on_limit(event["type"], event["object"])
 
 
 @kopf.on.probe(id="engine")

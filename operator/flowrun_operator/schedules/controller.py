@@ -434,13 +434,48 @@ class ScheduleController:
         self.loop.close()
         self.loop = None
 
-    async def seed(self) -> None:
-        """Read every scheduled run once before the watches start, so the first decisions see them all."""
-        for item in await self.api.list_runs(self.namespaces or None):
+    async def seed(self) -> dict[str | None, int]:
+        """Read every scheduled run once before the watches start, so the first decisions see them all.
+        Returns the version of each scope's list (a namespace, or None for all), which its watch continues."""
+        items, versions = await self.api.list_runs_at(self.namespaces or None)
+        for item in items:
             info = run_info(item)
             if info is not None:
                 ns = str(item["metadata"].get("namespace"))
                 self.orphans.setdefault((ns, info.schedule), {})[info.name] = info
+        return versions
+
+    async def relist(self, namespace: str | None) -> int:
+        """For a watch whose version the API server no longer keeps: what is known of the scheduled runs of
+        `namespace` (None: all) is replaced by a fresh list, deletions included; returns its version."""
+        items, versions = await self.api.list_runs_at([namespace] if namespace else None)
+        if self.loop is None:
+            self._replace_runs(namespace, items)
+        else:
+            # Applied on the controller's loop, like the watch events.
+            await asyncio.wrap_future(
+                asyncio.run_coroutine_threadsafe(self._replace_runs_async(namespace, items), self.loop)
+            )
+        return versions[namespace]
+
+    async def _replace_runs_async(self, namespace: str | None, items: list[dict[str, Any]]) -> None:
+        self._replace_runs(namespace, items)
+
+    def _replace_runs(self, namespace: str | None, items: list[dict[str, Any]]) -> None:
+        fresh: dict[Key, dict[str, RunInfo]] = {}
+        for item in items:
+            info = run_info(item)
+            if info is not None:
+                fresh.setdefault((str(item["metadata"].get("namespace")), info.schedule), {})[info.name] = info
+        for key, worker in self.workers.items():
+            if namespace is None or key[0] == namespace:
+                runs = fresh.pop(key, {})
+                if runs != worker.runs:
+                    worker.runs = runs
+                    worker.wake.set()
+        for key in [k for k in self.orphans if namespace is None or k[0] == namespace]:
+            del self.orphans[key]
+        self.orphans.update(fresh)
 
     def _on_schedule(self, event_type: str | None, body: dict[str, Any]) -> None:
         meta = body.get("metadata") or {}

@@ -59,11 +59,20 @@ class ScheduleApi:
 
     async def list_runs(self, namespaces: Iterable[str] | None, schedule: str | None = None) -> list[dict[str, Any]]:
         """FlowRuns labelled with a schedule (that one, or any) in these namespaces (None: all)."""
+        items, _ = await self.list_runs_at(namespaces, schedule)
+        return items
+
+    async def list_runs_at(
+        self, namespaces: Iterable[str] | None, schedule: str | None = None
+    ) -> tuple[list[dict[str, Any]], dict[str | None, int]]:
+        """`list_runs`, and the resourceVersion of each namespace's list (None: all namespaces), from which a
+        watch of them continues."""
         selector = f"{SCHEDULE_LABEL}={schedule}" if schedule else SCHEDULE_LABEL
         scopes: list[str | None] = list(namespaces) if namespaces else [None]
 
-        def read() -> list[dict[str, Any]]:
+        def read() -> tuple[list[dict[str, Any]], dict[str | None, int]]:
             items: list[dict[str, Any]] = []
+            versions: dict[str | None, int] = {}
             for ns in scopes:
                 if ns is None:
                     response = self.custom.list_cluster_custom_object(
@@ -74,7 +83,9 @@ class ScheduleApi:
                         GROUP, VERSION, ns, FLOWRUN_PLURAL, label_selector=selector, _request_timeout=TIMEOUT
                     )
                 items.extend(response["items"])
-            return items
+                version = str((response.get("metadata") or {}).get("resourceVersion") or "0")
+                versions[ns] = int(version) if version.isdigit() else 0
+            return items, versions
 
         return await self._run(read)
 
