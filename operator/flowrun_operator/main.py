@@ -11,6 +11,7 @@ import kopf
 
 import flowrun_operator.schedules.handlers  # noqa: F401  (registers the FlowSchedule controller)
 from flowrun_operator import leader, memory, metrics
+from flowrun_operator.engine import refreshes_per_departure
 from flowrun_operator.handlers import operator as _handlers  # noqa: F401  (registers the handlers)
 from flowrun_operator.handlers import probes  # also registers the engine's liveness check
 from flowrun_operator.handlers.operator import EventMemories
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(str(error))
     try:
         probes.stall_seconds()  # a bad LIVENESS_STALL_SECONDS fails here, not in every probe
+        refreshes_per_departure()  # and a bad POSITION_REFRESHES_PER_DEPARTURE here, not at startup
     except ValueError as error:
         parser.error(str(error))
     if not 0 <= args.metrics_port <= 65535:

@@ -106,6 +106,8 @@ def test_default_runs_two_replicas_with_leader_election_and_a_rolling_update(ren
     assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert env["LIVENESS_STALL_SECONDS"] == "60"
+    assert env["POSITION_REFRESHES_PER_DEPARTURE"] == "0.25"
+    assert env_of(render({"positionRefreshesPerDeparture": 0}))["POSITION_REFRESHES_PER_DEPARTURE"] == "0"
 
 
 def test_replicas_are_spread_over_nodes_unless_affinity_is_given(render: Callable[..., Objects]) -> None:
@@ -202,6 +204,8 @@ def test_election_durations_reach_the_pod(render: Callable[..., Objects]) -> Non
         ({"metrics": {"port": 8080}}, "/metrics/port"),
         ({"metrics": {"serviceMonitor": {"interval": "thirty"}}}, "/metrics/serviceMonitor/interval"),
         ({"livenessStallSeconds": 0}, "/livenessStallSeconds"),
+        ({"positionRefreshesPerDeparture": -0.5}, "/positionRefreshesPerDeparture"),
+        ({"positionRefreshesPerDeparture": "often"}, "/positionRefreshesPerDeparture"),
     ],
 )
 def test_schema_rejects_bad_values(template: Template, values: dict[str, Any], where: str) -> None:

@@ -438,3 +438,45 @@ async def test_watches_that_lose_their_version_at_once_share_one_fresh_list_and_
         assert kube.calls.count(("list", "")) == lists_before + 2
     finally:
         await engine.stop()
+
+
+@pytest.mark.parametrize(("budget", "rewrites"), [("0.25", [("r4", 1)]), ("0", [])])
+def test_a_place_in_line_is_rewritten_once_halved_within_the_budget_earned_by_departures(
+    monkeypatch: pytest.MonkeyPatch, budget: str, rewrites: list[tuple[str, int]]
+) -> None:
+    monkeypatch.setenv("POSITION_REFRESHES_PER_DEPARTURE", budget)
+    places: list[tuple[str, int]] = []  # every place in line written, in order
+
+    async def scenario() -> None:
+        kube = FakeKube()
+        real_patch = kube.patch_status
+
+        async def patch_status(
+            plural: str, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
+        ) -> dict[str, Any]:
+            for waiting in status.get("waitingFor") or []:
+                places.append((name, int(waiting["position"])))
+            return await real_patch(plural, namespace, name, status, resource_version)
+
+        kube.patch_status = patch_status  # type: ignore[method-assign]
+        kube.add("limit", limit("one", 1, {"q": "x"}))
+        for i in range(9):
+            kube.add("run", flowrun(f"r{i}", {"q": "x"}))
+        engine = await started(kube)
+        try:
+            await settle(engine, kube)
+            assert places == [(f"r{i}", i) for i in range(1, 9)]
+            # r0 took the slot out of the line: with each finish one more run leaves it, 0.25 refreshes each.
+            for i in range(3):
+                kube.finish_job(jobs_of(kube, f"r{i}")[0])
+                await settle(engine, kube)
+                await asyncio.sleep(0.2)  # housekeeping plans refreshes every 0.05 s here
+                await settle(engine, kube)
+            assert jobs_of(kube, "r3") and not jobs_of(kube, "r4")
+            # Four departures earned one rewrite; r4..r7 stand 1st..4th, written as 4th..7th: the front's
+            # place had halved (as had r5's and r6's), r7's had not.
+            assert places[8:] == rewrites
+        finally:
+            await engine.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))

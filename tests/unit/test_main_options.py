@@ -39,3 +39,10 @@ def test_bad_metrics_port(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captur
 def test_bad_liveness_stall_seconds(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("LIVENESS_STALL_SECONDS", "-1")
     assert "LIVENESS_STALL_SECONDS must be > 0" in fails([], capsys)
+
+
+def test_bad_position_refresh_budget(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("POSITION_REFRESHES_PER_DEPARTURE", "often")
+    assert "POSITION_REFRESHES_PER_DEPARTURE must be a number, got 'often'" in fails([], capsys)
+    monkeypatch.setenv("POSITION_REFRESHES_PER_DEPARTURE", "6")
+    assert "POSITION_REFRESHES_PER_DEPARTURE must be between 0 and 5" in fails([], capsys)

@@ -49,7 +49,8 @@ WRITERS = 16
 # (1000th -> 500th -> ... -> 2nd -> 1st), front of the line first. Places change only when waiters leave a
 # line, so the budget is earned by departures: REFRESHES_PER_DEPARTURE writes per run that left a line of
 # the namespace, at most REFRESHES_PER_SECOND. However long the line, refreshes then cost at most a quarter
-# of a write per admitted run.
+# of a write per admitted run. POSITION_REFRESHES_PER_DEPARTURE (env) sets the budget; 0 turns refreshes off,
+# so a waiting run keeps the place it was written with (three status writes per run through a limit).
 REFRESHES_PER_DEPARTURE = 0.25
 REFRESHES_PER_SECOND = 5
 # Progress of an admitted run (Submitted, a task run's step) is held up to this long from the first held
@@ -68,9 +69,24 @@ CLEARED_STATUS: dict[str, Any] = dict.fromkeys(
 )
 
 
+def refreshes_per_departure() -> float:
+    """The place-in-line refresh budget (env POSITION_REFRESHES_PER_DEPARTURE; REFRESHES_PER_DEPARTURE if unset)."""
+    raw = os.environ.get("POSITION_REFRESHES_PER_DEPARTURE", "").strip()
+    if not raw:
+        return REFRESHES_PER_DEPARTURE
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"POSITION_REFRESHES_PER_DEPARTURE must be a number, got {raw!r}") from None
+    if not 0 <= value <= REFRESHES_PER_SECOND:
+        raise ValueError(f"POSITION_REFRESHES_PER_DEPARTURE must be between 0 and {REFRESHES_PER_SECOND}, got {raw!r}")
+    return value
+
+
 class Engine:
     def __init__(self, kube: Any, *, namespaces: Iterable[str] | None = None, clock: Clock | None = None) -> None:
         self.kube = kube
+        self.refreshes_per_departure = refreshes_per_departure()
         self.clock: Clock = clock or SystemClock()
         self.namespaces = list(namespaces) if namespaces else None
         self.views: dict[str, NamespaceView] = {}
@@ -738,10 +754,10 @@ class Engine:
             self._signal(namespace)
 
     def _earn_refreshes(self, namespace: str) -> float:
-        """Refresh writes the namespace may spend now: REFRESHES_PER_DEPARTURE for each waiter that left one
+        """Refresh writes the namespace may spend now: `refreshes_per_departure` for each waiter that left one
         of its lines since the last call, saved up to REFRESHES_PER_SECOND."""
         departed = self.view(namespace).departed
-        earned = (departed - self._departures_seen.get(namespace, 0)) * REFRESHES_PER_DEPARTURE
+        earned = (departed - self._departures_seen.get(namespace, 0)) * self.refreshes_per_departure
         self._departures_seen[namespace] = departed
         tokens = self._refresh_tokens.get(namespace, 0.0) + earned
         return float(min(REFRESHES_PER_SECOND, tokens))
