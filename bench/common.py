@@ -762,6 +762,18 @@ def writes_line(writes: Mapping[str, float], runs: int) -> str:
     return f"FlowRun status writes per run (/metrics): {total / runs:.2f} ({parts})"
 
 
+def watch_line(before: Counters | None, after: Counters | None, runs: int) -> str:
+    """Watch events the operator's streams received between two scrapes, per run, by stream."""
+    if before is None or after is None:
+        return "operator watch events (/metrics): unavailable"
+    found: dict[str, float] = defaultdict(float)
+    for (name, labels), value in after.items():
+        if name == "flowrun_watch_events_total":
+            found[dict(labels).get("kind", "-")] += value - before.get((name, labels), 0.0)
+    parts = ", ".join(f"{kind} {count / runs:.2f}" for kind, count in sorted(found.items()) if count)
+    return f"operator watch events per run (/metrics): {sum(found.values()) / runs:.2f} ({parts})"
+
+
 def engine_timing(before: Counters | None, after: Counters | None) -> str:
     """Mean engine round and mean wait of a marked key for its round between two scrapes (histograms)."""
     if before is None or after is None:

@@ -56,6 +56,7 @@ from common import (
     summary,
     table,
     wait_until,
+    watch_line,
     writes_line,
 )
 from flowrun_operator.kube.client import release
@@ -350,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         counters_after = operator.counters()
         runs["status_writes_by_phase"] = flowrun_writes_by_phase(counters_before, counters_after)
         runs["engine_timing"] = engine_timing(counters_before, counters_after)
+        runs["watch_events"] = watch_line(counters_before, counters_after, args.runs)
         memory = memory_of(operator.pid)
         health = operator.health()
         tracebacks = operator.tracebacks()
@@ -361,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
             + writes_line(runs["status_writes_by_phase"], args.runs)
             + "\n"
             + runs["engine_timing"]
+            + "\n"
+            + runs["watch_events"]
             + "\n"
             + engine_counters(health)
         )

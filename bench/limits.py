@@ -58,6 +58,7 @@ from common import (
     summary,
     table,
     wait_until,
+    watch_line,
     writes_line,
 )
 from flowrun_operator.kube.client import release
@@ -366,13 +367,16 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(args.settle)
         counters_before = operator.counters()
         op = operator_phase(env, ns_op, args)
-        op["status_writes_by_phase"] = flowrun_writes_by_phase(counters_before, operator.counters())
+        counters_after = operator.counters()
+        op["status_writes_by_phase"] = flowrun_writes_by_phase(counters_before, counters_after)
+        op["watch_events"] = watch_line(counters_before, counters_after, args.runs)
         memory = memory_of(operator.pid)
         health = operator.health()
         tracebacks = operator.tracebacks()
         text = (
             report(args, floor, op, memory)
             + f"\n\n{writes_line(op['status_writes_by_phase'], args.runs)}"
+            + f"\n{op['watch_events']}"
             + f"\noperator tracebacks in log: {tracebacks}\n"
             + engine_counters(health)
         )

@@ -124,6 +124,7 @@ class WatchStream:
         self.label_selector = label_selector
         self.version = 0
         self._random = random.Random()
+        self._events = metrics.WATCH_EVENTS.labels(name)
 
     async def run(self, since: int) -> None:
         self.version = since
@@ -140,7 +141,7 @@ class WatchStream:
                     failures = 0
                     self.version = version_of(obj) or self.version
                     if kind != "BOOKMARK":
-                        metrics.WATCH_EVENTS.labels(self.name).inc()
+                        self._events.inc()
                         self.deliver(kind, obj)
                 if delivered or loop.time() - opened > 1.0:
                     continue  # the server's timeout ended it: continue from the last version at once
