@@ -51,9 +51,9 @@ EVENTS_DROPPED = Counter(
 JOBS_CREATED = Counter("flowrun_jobs_created_total", "Jobs created by the operator.")
 JOBS_DELETED = Counter("flowrun_jobs_deleted_total", "Jobs the operator deleted (cancel, TTL).")
 WATCH_EVENTS = Counter("flowrun_watch_events_total", "Watch events received by the operator's own streams.", ["kind"])
-WATCH_RESTARTS = Counter(
-    "flowrun_watch_restarts_total",
-    "Watch streams continued after an error or a 410 Gone, by reason.",
+WATCH_ERRORS = Counter(
+    "flowrun_watch_errors_total",
+    "Errors of the operator's watch streams, by reason; each stream goes on (reconnecting or re-listing as needed).",
     ["kind", "reason"],
 )
 IS_LEADER = Gauge("flowrun_leader", "1 while this replica holds the leader Lease.")

@@ -148,3 +148,44 @@ def test_a_410_status_to_the_watch_request_is_gone_and_another_refusal_is_raised
             await runner.cleanup()
 
     asyncio.run(scenario())
+
+
+def test_a_receiver_that_fails_on_one_event_gets_the_next_ones_on_the_same_stream() -> None:
+    seen: list[str] = []
+
+    def deliver(kind: str, obj: dict[str, Any]) -> None:
+        seen.append(obj["metadata"]["name"])
+        if obj["metadata"]["name"] == "b":
+            raise KeyError("a bug in the receiver")
+
+    async def scenario() -> list[dict[str, str]]:
+        replies: list[Reply] = [
+            streamed(line("ADDED", job("a", 2)), line("ADDED", job("b", 3)), line("ADDED", job("c", 4))),
+            hang(),
+        ]
+        runner, host, queries = await serve(replies)
+        transport = Transport(kubernetes.client.Configuration(host=host))
+
+        async def relist() -> int:
+            raise AssertionError("no re-list")
+
+        stream = WatchStream(
+            transport, "/apis/batch/v1/namespaces/ns/jobs", name="jobs", deliver=deliver, relist=relist
+        )
+        task = asyncio.create_task(stream.run(1))
+        try:
+            for _ in range(500):
+                if len(queries) >= 2:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await transport.close()
+            await runner.cleanup()
+        return queries
+
+    queries = asyncio.run(scenario())
+    assert seen == ["a", "b", "c"]
+    # The first stream ended by the server's close after "c", not by the failure at "b".
+    assert [q["resourceVersion"] for q in queries] == ["1", "4"]

@@ -126,6 +126,18 @@ class WatchStream:
         self._random = random.Random()
         self._events = metrics.WATCH_EVENTS.labels(name)
 
+    def _deliver(self, kind: str, obj: dict[str, Any]) -> None:
+        # A failure of the receiver must not end the stream (the next events would wait for a reconnect);
+        # what this event would have told comes again with the object's next event or the next re-list.
+        try:
+            self.deliver(kind, obj)
+        except Exception:
+            metrics.WATCH_ERRORS.labels(self.name, "DeliveryFailed").inc()
+            meta = obj.get("metadata") or {}
+            log.exception(
+                "watch of %s: handling %s of %s/%s failed", self.name, kind, meta.get("namespace"), meta.get("name")
+            )
+
     async def run(self, since: int) -> None:
         self.version = since
         failures = 0
@@ -142,14 +154,14 @@ class WatchStream:
                     self.version = version_of(obj) or self.version
                     if kind != "BOOKMARK":
                         self._events.inc()
-                        self.deliver(kind, obj)
+                        self._deliver(kind, obj)
                 if delivered or loop.time() - opened > 1.0:
                     continue  # the server's timeout ended it: continue from the last version at once
-                metrics.WATCH_RESTARTS.labels(self.name, "ClosedAtOnce").inc()
+                metrics.WATCH_ERRORS.labels(self.name, "ClosedAtOnce").inc()
             except asyncio.CancelledError:
                 raise
             except Gone as gone:
-                metrics.WATCH_RESTARTS.labels(self.name, "Gone").inc()
+                metrics.WATCH_ERRORS.labels(self.name, "Gone").inc()
                 log.info("watch of %s: %s; listing afresh", self.name, gone)
                 try:
                     self.version = await self.relist()
@@ -160,7 +172,7 @@ class WatchStream:
                     log.warning("watch of %s: the re-list failed (%s): %s", self.name, classify(error).reason, error)
             except Exception as error:
                 reason = classify(error).reason
-                metrics.WATCH_RESTARTS.labels(self.name, reason).inc()
+                metrics.WATCH_ERRORS.labels(self.name, reason).inc()
                 log.warning("watch of %s interrupted (%s): %s", self.name, reason, error)
             failures += 1
             ceiling = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** (failures - 1))
