@@ -88,7 +88,19 @@ def test_retries_start_new_attempts_after_the_delay(
     )
     # each retry waited for its delay after the previous failure (timestamps have 1 s precision)
     assert all(b - a >= timedelta(seconds=1) for a, b in itertools.pairwise(created))
-    assert event_reasons(kubectl, namespace, "flaky").count("Scheduled") == 2
+    # Events are posted after the writes they tell about, the waiting ones ("Scheduled") in a background lane,
+    # so the last may arrive after the Failed phase is stored.
+    reasons = wait_for(
+        lambda: (found := event_reasons(kubectl, namespace, "flaky")).count("Submitted") == 3 and found,
+        timeout=20,
+        message="the Submitted Event of each attempt",
+    )
+    reasons = wait_for(
+        lambda: (found := event_reasons(kubectl, namespace, "flaky")).count("Scheduled") >= 2 and found,
+        timeout=20,
+        message="a Scheduled Event for each retry",
+    )
+    assert reasons.count("Scheduled") == 2 and reasons.count("Failed") == 1
 
 
 def test_scheduled_start_holds_the_run_until_its_time(
