@@ -16,7 +16,7 @@ from aiohttp import web
 
 from flowrun_operator.kube import watch
 from flowrun_operator.kube.transport import Transport
-from flowrun_operator.kube.watch import Gone, WatchStream, events
+from flowrun_operator.kube.watch import Gone, WatchStream, events, stop_streams
 
 
 def job(name: str, version: int) -> dict[str, Any]:
@@ -73,6 +73,41 @@ def hang() -> Reply:
     return reply
 
 
+PATH = "/apis/batch/v1/namespaces/ns/jobs"
+
+
+def run_stream(
+    replies: list[Reply],
+    since: int,
+    requests: int,
+    *,
+    deliver: Callable[[str, dict[str, Any]], None],
+    relist: Callable[[], Any],
+    label_selector: str | None = None,
+) -> list[dict[str, str]]:
+    """Run a WatchStream against `replies` until the server has seen `requests` requests; their queries."""
+
+    async def scenario() -> list[dict[str, str]]:
+        runner, host, queries = await serve(replies)
+        transport = Transport(kubernetes.client.Configuration(host=host))
+        stream = WatchStream(
+            transport, PATH, name="jobs", deliver=deliver, relist=relist, label_selector=label_selector
+        )
+        task = asyncio.create_task(stream.run(since))
+        try:
+            for _ in range(500):
+                if len(queries) >= requests:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            await stop_streams([task])
+            await transport.close()
+            await runner.cleanup()
+        return queries
+
+    return asyncio.run(scenario())
+
+
 def test_the_stream_continues_from_the_last_version_a_bookmark_a_fresh_list_and_past_a_refusal(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -93,33 +128,14 @@ def test_the_stream_continues_from_the_last_version_a_bookmark_a_fresh_list_and_
         relists.append(1)
         return 20
 
-    async def scenario() -> list[dict[str, str]]:
-        runner, host, queries = await serve(replies)
-        transport = Transport(kubernetes.client.Configuration(host=host))
-        stream = WatchStream(
-            transport,
-            "/apis/batch/v1/namespaces/ns/jobs",
-            name="jobs",
-            deliver=lambda kind, obj: delivered.append(
-                (kind, obj["metadata"]["name"], obj["metadata"]["resourceVersion"])
-            ),
-            relist=relist,
-            label_selector="flowrun.io/run",
-        )
-        task = asyncio.create_task(stream.run(5))
-        try:
-            for _ in range(500):
-                if len(queries) >= 5:
-                    break
-                await asyncio.sleep(0.01)
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await transport.close()
-            await runner.cleanup()
-        return queries
-
-    queries = asyncio.run(scenario())
+    queries = run_stream(
+        replies,
+        5,
+        5,
+        deliver=lambda kind, obj: delivered.append((kind, obj["metadata"]["name"], obj["metadata"]["resourceVersion"])),
+        relist=relist,
+        label_selector="flowrun.io/run",
+    )
     assert [q["resourceVersion"] for q in queries[:5]] == ["5", "8", "20", "20", "22"]
     assert all(q["watch"] == "true" and q["allowWatchBookmarks"] == "true" for q in queries)
     assert all(q["labelSelector"] == "flowrun.io/run" for q in queries)
@@ -137,10 +153,10 @@ def test_a_410_status_to_the_watch_request_is_gone_and_another_refusal_is_raised
         transport = Transport(kubernetes.client.Configuration(host=host))
         try:
             with pytest.raises(Gone):
-                async for _ in events(transport, "/apis/batch/v1/namespaces/ns/jobs", 1):
+                async for _ in events(transport, PATH, 1):
                     pass
             with pytest.raises(kubernetes.client.exceptions.ApiException) as refused:
-                async for _ in events(transport, "/apis/batch/v1/namespaces/ns/jobs", 1):
+                async for _ in events(transport, PATH, 1):
                     pass
             assert refused.value.status == 403
         finally:
@@ -158,34 +174,14 @@ def test_a_receiver_that_fails_on_one_event_gets_the_next_ones_on_the_same_strea
         if obj["metadata"]["name"] == "b":
             raise KeyError("a bug in the receiver")
 
-    async def scenario() -> list[dict[str, str]]:
-        replies: list[Reply] = [
-            streamed(line("ADDED", job("a", 2)), line("ADDED", job("b", 3)), line("ADDED", job("c", 4))),
-            hang(),
-        ]
-        runner, host, queries = await serve(replies)
-        transport = Transport(kubernetes.client.Configuration(host=host))
+    async def relist() -> int:
+        raise AssertionError("no re-list")
 
-        async def relist() -> int:
-            raise AssertionError("no re-list")
-
-        stream = WatchStream(
-            transport, "/apis/batch/v1/namespaces/ns/jobs", name="jobs", deliver=deliver, relist=relist
-        )
-        task = asyncio.create_task(stream.run(1))
-        try:
-            for _ in range(500):
-                if len(queries) >= 2:
-                    break
-                await asyncio.sleep(0.01)
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await transport.close()
-            await runner.cleanup()
-        return queries
-
-    queries = asyncio.run(scenario())
+    replies: list[Reply] = [
+        streamed(line("ADDED", job("a", 2)), line("ADDED", job("b", 3)), line("ADDED", job("c", 4))),
+        hang(),
+    ]
+    queries = run_stream(replies, 1, 2, deliver=deliver, relist=relist)
     assert seen == ["a", "b", "c"]
     # The first stream ended by the server's close after "c", not by the failure at "b".
     assert [q["resourceVersion"] for q in queries] == ["1", "4"]

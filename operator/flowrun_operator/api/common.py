@@ -312,3 +312,10 @@ class LabelSelector(ApiModel):
     def from_labels(cls, labels: Mapping[str, str]) -> Self:
         """A selector that matches objects carrying all these labels."""
         return cls(match_labels=dict(labels))
+
+
+def version_of(obj: dict[str, Any]) -> int:
+    """metadata.resourceVersion of an object or a list as a number (0 when absent). The API server's versions
+    are etcd revisions; comparing them as numbers is what the engine and the watch streams rely on."""
+    value = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+    return int(value) if value.isdigit() else 0

@@ -23,7 +23,14 @@ from datetime import timedelta
 from typing import Any
 
 from flowrun_operator import metrics
-from flowrun_operator.api.common import FLOWRUN_PLURAL, LIMIT_PLURAL, Condition, ConditionStatus, set_condition
+from flowrun_operator.api.common import (
+    FLOWRUN_PLURAL,
+    LIMIT_PLURAL,
+    Condition,
+    ConditionStatus,
+    set_condition,
+    version_of,
+)
 from flowrun_operator.api.concurrencylimit import ConcurrencyLimitStatus
 from flowrun_operator.api.flowrun import FlowRunStatus
 from flowrun_operator.kube.client import Conflict, ListedPage
@@ -34,7 +41,7 @@ from flowrun_operator.scheduling.runstate import JobToCreate, RunEvent, RunSnaps
 from .act import Backoff, EventPoster, Key, ObjectRef, StatusWriter, Write, describe_failure
 from .clock import Clock, SystemClock
 from .decide import Actions, Hold, Round
-from .view import NamespaceView, QueueEntry, version_of
+from .view import NamespaceView, QueueEntry
 
 __all__ = ["Engine"]
 
@@ -278,7 +285,6 @@ class Engine:
 
     def _apply_page(self, page: ListedPage, listed: _Listed) -> None:
         kind = _LISTED_KINDS[page.plural]
-        listed.version = page.resource_version if listed.version is None else min(listed.version, page.resource_version)
         listed.versions[(page.plural, page.namespace)] = page.resource_version
         apply = {"limit": self.on_limit, "job": self.on_job, "run": self.on_run}[kind]
         for obj in page.items:
@@ -804,13 +810,17 @@ _LISTED_KINDS = {LIMIT_PLURAL: "limit", "jobs": "job", FLOWRUN_PLURAL: "run"}
 
 
 class _Listed:
-    """What a re-list has delivered so far: the names per namespace and kind, and the oldest of its lists'
-    resourceVersions (an object missing from them and not newer than that is gone)."""
+    """What a re-list has delivered so far: the names per namespace and kind, and the resourceVersion of each
+    of its lists (per plural and scope)."""
 
     def __init__(self) -> None:
         self.present: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
-        self.version: int | None = None
         self.versions: dict[tuple[str, str | None], int] = {}
+
+    @property
+    def version(self) -> int | None:
+        """The oldest of the lists' versions: an object missing from them and not newer than this is gone."""
+        return min(self.versions.values(), default=None)
 
 
 def _rv(value: str) -> int:

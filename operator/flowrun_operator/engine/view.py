@@ -31,7 +31,7 @@ from typing import Any
 from pydantic import ValidationError
 from sortedcontainers import SortedList
 
-from flowrun_operator.api.common import RERUN_ANNOTATION, parse_time
+from flowrun_operator.api.common import RERUN_ANNOTATION, parse_time, version_of
 from flowrun_operator.api.concurrencylimit import ConcurrencyLimitSpec, ConcurrencyLimitStatus
 from flowrun_operator.api.flowrun import FlowRunPhase, FlowRunSpec, FlowRunStatus, PodTemplate, is_terminal
 from flowrun_operator.scheduling.jobs import JobInfo, job_info_from
@@ -40,11 +40,6 @@ from flowrun_operator.scheduling.runstate import RunSnapshot
 # A place in a limit's line: (-priority, creation time as a timestamp, key). Keys are run names for label
 # limits and `<run>/<task>` for tag limits.
 QueueEntry = tuple[int, float, str]
-
-
-def version_of(obj: dict[str, Any]) -> int:
-    value = str((obj.get("metadata") or {}).get("resourceVersion") or "")
-    return int(value) if value.isdigit() else 0
 
 
 def _errors(error: ValidationError) -> str:

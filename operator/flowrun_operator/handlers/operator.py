@@ -11,7 +11,6 @@ handlers only: they add no finalizers and no annotations to users' objects.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from functools import partial
@@ -23,7 +22,7 @@ from kopf._core.reactor.inventory import ResourceMemories, ResourceMemory
 from flowrun_operator.api.common import FLOWRUN_PLURAL, GROUP, LIMIT_PLURAL, RUN_LABEL, VERSION
 from flowrun_operator.engine import Engine
 from flowrun_operator.kube.client import Kube
-from flowrun_operator.kube.watch import WatchStream, watch_path
+from flowrun_operator.kube.watch import WatchStream, stop_streams, watch_path
 
 log = logging.getLogger("flowrun_operator")
 
@@ -135,10 +134,7 @@ def _streams(kube: Kube, engine: Engine) -> list[tuple[WatchStream, int]]:
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
-    for task in memo.get("watches") or []:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await stop_streams(memo.get("watches") or [])
     engine: Engine | None = memo.get("engine")
     if engine is not None:
         await engine.stop()

@@ -25,7 +25,7 @@ import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from flowrun_operator import metrics
-from flowrun_operator.api.common import FLOWRUN_PLURAL, GROUP, LIMIT_PLURAL, RUN_LABEL, VERSION
+from flowrun_operator.api.common import FLOWRUN_PLURAL, GROUP, LIMIT_PLURAL, RUN_LABEL, VERSION, version_of
 from flowrun_operator.kube.errors import classify
 from flowrun_operator.kube.transport import Transport
 
@@ -63,11 +63,6 @@ class ListedPage:
     resource_version: int
     # The namespace listed, or None for all of them (a watch continues the list of the same scope).
     namespace: str | None = None
-
-
-def _version(listing: dict[str, Any]) -> int:
-    value = str((listing.get("metadata") or {}).get("resourceVersion") or "0")
-    return int(value) if value.isdigit() else 0
 
 
 def event_body(obj: dict[str, Any], event_type: str, reason: str, message: str, component: str) -> dict[str, Any]:
@@ -114,7 +109,7 @@ def _read_page(
     """One page: its slimmed items, its list's resourceVersion and the token of the next page (None: last)."""
     page = fetch(token)
     items = [slim(item) for item in page.get("items") or []]
-    return items, _version(page), (page.get("metadata") or {}).get("continue") or None
+    return items, version_of(page), (page.get("metadata") or {}).get("continue") or None
 
 
 def _slim_custom(obj: dict[str, Any]) -> dict[str, Any]:

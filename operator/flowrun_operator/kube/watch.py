@@ -25,6 +25,7 @@ import aiohttp
 from kubernetes.client.exceptions import ApiException
 
 from flowrun_operator import metrics
+from flowrun_operator.api.common import version_of
 from flowrun_operator.kube.errors import classify
 from flowrun_operator.kube.transport import Transport
 
@@ -50,11 +51,6 @@ def watch_path(group: str, version: str, plural: str, namespace: str | None) -> 
     """The collection path of a kind, in one namespace or (None) in all of them."""
     base = "/api/v1" if not group else f"/apis/{group}/{version}"
     return f"{base}/namespaces/{quote(namespace)}/{plural}" if namespace else f"{base}/{plural}"
-
-
-def version_of(obj: dict[str, Any]) -> int:
-    value = str((obj.get("metadata") or {}).get("resourceVersion") or "")
-    return int(value) if value.isdigit() else 0
 
 
 async def json_lines(content: aiohttp.StreamReader) -> AsyncIterator[dict[str, Any]]:
@@ -101,6 +97,13 @@ async def events(
                     raise Gone(obj.get("message", "too old resource version"))
                 raise ApiException(status=int(obj.get("code") or 500), reason=str(obj.get("reason") or "watch error"))
             yield kind, obj
+
+
+async def stop_streams(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel the tasks running `WatchStream.run` and wait until they have ended."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class WatchStream:

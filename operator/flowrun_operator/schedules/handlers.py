@@ -18,7 +18,7 @@ import kopf
 from flowrun_operator.api.common import FLOWRUN_PLURAL, GROUP, VERSION
 from flowrun_operator.api.flowschedule import SCHEDULE_LABEL, SCHEDULE_PLURAL
 from flowrun_operator.kube.transport import Transport
-from flowrun_operator.kube.watch import WatchStream, watch_path
+from flowrun_operator.kube.watch import WatchStream, stop_streams, watch_path
 from flowrun_operator.schedules.controller import ScheduleController
 from flowrun_operator.schedules.kube import ScheduleApi
 
@@ -61,9 +61,7 @@ async def stop_schedules(memo: kopf.Memo, **_: Any) -> None:
     streams: tuple[Transport, list[asyncio.Task[None]]] | None = memo.get(STREAMS_KEY)
     if streams is not None:
         transport, tasks = streams
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_streams(tasks)
         await transport.close()
     controller: ScheduleController | None = memo.get(MEMO_KEY)
     if controller is not None:
