@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -254,8 +255,12 @@ def watch_runs(
         time.sleep(0.2)
 
 
+# "403" as a status code, not as the milliseconds of a log line's timestamp ("21:15:59,403 INFO").
+DENIED = re.compile(r"forbidden|(?<![,.:\d])403(?!\d)", re.IGNORECASE)
+
+
 def forbidden_lines(log: str) -> list[str]:
-    return [line for line in log.splitlines() if "Forbidden" in line or "403" in line]
+    return [line for line in log.splitlines() if DENIED.search(line)]
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
