@@ -6,15 +6,19 @@ import argparse
 import asyncio
 import logging
 import os
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import kopf
 
 import flowrun_operator.schedules.handlers  # noqa: F401  (registers the FlowSchedule controller)
-from flowrun_operator import leader, memory, metrics
+from flowrun_operator import leader, memory, metrics, settings
 from flowrun_operator.engine import refreshes_per_departure
 from flowrun_operator.handlers import operator as _handlers  # noqa: F401  (registers the handlers)
 from flowrun_operator.handlers import probes  # also registers the engine's liveness check
 from flowrun_operator.handlers.operator import EventMemories
+
+T = TypeVar("T")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -34,13 +38,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--metrics-port",
         type=int,
-        default=_env_int("METRICS_PORT", 0),
+        default=_setting(settings.env_int, "METRICS_PORT", 0),
         help="serve Prometheus metrics on this port at /metrics; 0 (the default): off (env METRICS_PORT)",
     )
     parser.add_argument(
         "--leader-elect",
         action=argparse.BooleanOptionalAction,
-        default=_env_flag("LEADER_ELECT"),
+        default=settings.env_flag("LEADER_ELECT"),
         help="run only while holding the Lease 'flowrun-operator' (env LEADER_ELECT; default off)",
     )
     parser.add_argument(
@@ -56,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument(
             f"--leader-election-{flag}",
             type=float,
-            default=_env_float(env, value),
+            default=_setting(settings.env_float, env, value, what="a number of seconds"),
             help=f"seconds {what} (env {env}; default {value:g})",
         )
     args = parser.parse_args(argv)
@@ -123,24 +127,12 @@ async def run(namespaces: list[str], liveness: str | None, election: leader.Elec
             await asyncio.to_thread(elector.release)
 
 
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
+def _setting(read: Callable[..., T], name: str, default: T, **checks: Any) -> T:
+    """A setting for an option's default: a bad value stops the operator before argparse runs."""
     try:
-        return int(raw) if raw else default
-    except ValueError:
-        raise SystemExit(f"flowrun-operator: {name} must be an integer, got {raw!r}") from None
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    try:
-        return float(raw) if raw else default
-    except ValueError:
-        raise SystemExit(f"flowrun-operator: {name} must be a number of seconds, got {raw!r}") from None
+        return read(name, default, **checks)
+    except ValueError as error:
+        raise SystemExit(f"flowrun-operator: {error}") from None
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import timedelta
@@ -37,6 +36,7 @@ from flowrun_operator.kube.client import Conflict, ListedPage
 from flowrun_operator.kube.errors import ErrorKind
 from flowrun_operator.kube.jobs import build_job
 from flowrun_operator.scheduling.runstate import JobToCreate, RunEvent, RunSnapshot
+from flowrun_operator.settings import env_float
 
 from .act import Backoff, EventPoster, Key, ObjectRef, StatusWriter, Write, describe_failure
 from .clock import Clock, SystemClock
@@ -49,7 +49,7 @@ log = logging.getLogger("flowrun_operator.engine")
 
 BATCH_SECONDS = 0.02
 HOUSEKEEPING_SECONDS = 1.0
-RESYNC_SECONDS = float(os.environ.get("FLOWRUN_RESYNC_SECONDS", "300"))
+RESYNC_SECONDS = env_float("FLOWRUN_RESYNC_SECONDS", 300.0, what="a number of seconds", positive=True)
 # Status writes in flight at once: a burst of new runs needs one write each, and each waits a round trip.
 WRITERS = 16
 # Place-in-line refreshes: a waiting run's position is rewritten once it has halved since it was written
@@ -78,16 +78,7 @@ CLEARED_STATUS: dict[str, Any] = dict.fromkeys(
 
 def refreshes_per_departure() -> float:
     """The place-in-line refresh budget (env POSITION_REFRESHES_PER_DEPARTURE; REFRESHES_PER_DEPARTURE if unset)."""
-    raw = os.environ.get("POSITION_REFRESHES_PER_DEPARTURE", "").strip()
-    if not raw:
-        return REFRESHES_PER_DEPARTURE
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"POSITION_REFRESHES_PER_DEPARTURE must be a number, got {raw!r}") from None
-    if not 0 <= value <= REFRESHES_PER_SECOND:
-        raise ValueError(f"POSITION_REFRESHES_PER_DEPARTURE must be between 0 and {REFRESHES_PER_SECOND}, got {raw!r}")
-    return value
+    return env_float("POSITION_REFRESHES_PER_DEPARTURE", REFRESHES_PER_DEPARTURE, low=0, high=REFRESHES_PER_SECOND)
 
 
 class Engine:

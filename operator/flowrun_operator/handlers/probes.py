@@ -9,10 +9,11 @@ Kubernetes then restarts the container, which re-lists everything and starts afr
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import kopf
+
+from flowrun_operator.settings import env_float
 
 log = logging.getLogger("flowrun_operator.probes")
 
@@ -21,16 +22,7 @@ DEFAULT_STALL_SECONDS = 60.0
 
 def stall_seconds() -> float:
     """N of "work queued and nothing processed for N seconds" (env LIVENESS_STALL_SECONDS, default 60)."""
-    raw = os.environ.get("LIVENESS_STALL_SECONDS", "").strip()
-    if not raw:
-        return DEFAULT_STALL_SECONDS
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"LIVENESS_STALL_SECONDS must be a number of seconds, got {raw!r}") from None
-    if value <= 0:
-        raise ValueError(f"LIVENESS_STALL_SECONDS must be > 0, got {raw!r}")
-    return value
+    return env_float("LIVENESS_STALL_SECONDS", DEFAULT_STALL_SECONDS, what="a number of seconds", positive=True)
 
 
 def engine_of(memo: Any) -> Any:
