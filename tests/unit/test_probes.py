@@ -48,14 +48,9 @@ def test_a_working_engine_passes_and_the_default_is_60_seconds(monkeypatch: pyte
     assert engine.asked == [60.0]
 
 
-def test_the_older_core_under_memo_reconciler_is_checked_too() -> None:
-    with pytest.raises(kopf.PermanentError):
-        probe({"reconciler": FakeEngine(stalled=True)})
-
-
 def test_no_engine_or_no_stall_check_does_not_fail() -> None:
     assert probe({}) == {"stallCheck": "unavailable"}
-    assert probe({"reconciler": object()}) == {"stallCheck": "unavailable"}
+    assert probe({"engine": object()}) == {"stallCheck": "unavailable"}
 
 
 @pytest.mark.parametrize("raw", ["soon", "0", "-5"])

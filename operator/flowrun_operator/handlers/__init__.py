@@ -1,1 +1,1 @@
-"""Kopf handlers: they feed watch events into the reconciler and nothing else (see handlers.operator)."""
+"""Kopf wiring: the engine's startup and cleanup, its watch streams and the liveness probe (see handlers.operator)."""

@@ -26,12 +26,9 @@ def stall_seconds() -> float:
 
 
 def engine_of(memo: Any) -> Any:
-    """The engine from the memo (`engine`, or `reconciler` for the older core), if it can report stalls."""
-    for key in ("engine", "reconciler"):
-        candidate = memo.get(key) if hasattr(memo, "get") else None
-        if candidate is not None and callable(getattr(candidate, "stalled", None)):
-            return candidate
-    return None
+    """The engine from the memo, once the startup handler has put it there."""
+    candidate = memo.get("engine") if hasattr(memo, "get") else None
+    return candidate if candidate is not None and callable(getattr(candidate, "stalled", None)) else None
 
 
 @kopf.on.probe(id="engine", errors=kopf.ErrorsMode.PERMANENT)
@@ -39,7 +36,7 @@ async def engine_liveness(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
     seconds = stall_seconds()
     engine = engine_of(memo)
     if engine is None:
-        # Not started yet (Kopf serves probes only after the startup handlers), or a core without the check.
+        # Not started yet: Kopf serves probes only after the startup handlers.
         return {"stallCheck": "unavailable"}
     if engine.stalled(seconds):
         message = f"admission engine stalled: work is queued and nothing was processed for {seconds:g}s"
