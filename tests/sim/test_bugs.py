@@ -325,3 +325,24 @@ def test_a_late_event_does_not_bring_back_a_deleted_run() -> None:
     result = harness.run(script)
     assert result.violations == []
     assert [r.attempt for r in harness.api.jobs] == [1]
+
+
+def test_an_event_of_a_transition_taken_back_before_its_write_is_not_posted() -> None:
+    """A run is admitted (Submitted, its task waiting for a limit) and its progress write is held; before it
+    is sent, the limit opens and the task's Job is refused by a ResourceQuota, so the run waits as Pending.
+    Only the newer status is stored: the Events of the admission must not tell of a Submitted the API server
+    never stored."""
+    gpu = LimitDef("gpu", "ns-a", 0, tag="gpu")
+    scenario = Scenario(
+        runs=(RunDef("a", tasks=(TaskDef("x", tags=("gpu",)),), run_for=1.0),),
+        limits=(gpu,),
+        actions=(
+            Action(0.0, "create_limit", 0),
+            Action(0.0, "quota", "ns-a", 3),
+            Action(0.5, "create_run", 0),
+            Action(1.0, "set_limit", 0, 1),
+        ),
+    )
+    harness, result = play(scenario)
+    assert result.violations == []
+    assert status(harness, "a")["phase"] == "Succeeded"

@@ -9,7 +9,7 @@ from flowrun_operator.api.flowrun import FlowRunPhase, TaskRunPhase
 from flowrun_operator.engine.view import run_snapshot
 from flowrun_operator.scheduling.admission import Wait
 from flowrun_operator.scheduling.jobs import JobInfo, job_info_from
-from flowrun_operator.scheduling.runstate import RunPlan, observe, plan
+from flowrun_operator.scheduling.runstate import RunEvent, RunPlan, events_still_true, observe, plan
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 POD = {"spec": {"containers": [{"name": "main", "image": "busybox"}]}}
@@ -323,3 +323,26 @@ def test_finished_dag_keeps_its_task_runs() -> None:
     again = decide(flowrun(first.status.to_api(), tasks=DAG), jobs)
     assert again.status.to_api() == first.status.to_api()
     assert task_phases(again) == dict.fromkeys(["extract", "transform", "report"], "Succeeded")
+
+
+def test_events_travel_with_a_newer_status_only_while_it_backs_them() -> None:
+    submitted = RunEvent("Normal", "Submitted", "0/1 tasks finished", attempt=1)
+    task_pending = RunEvent("Normal", "TaskPending", "task x: Pending", "x", 0)
+    task_running = RunEvent("Normal", "TaskRunning", "task x: Running", "x", 1)
+    refused = RunEvent("Normal", "Pending", "Job a-x-1 refused: exceeded quota; retrying", attempt=1)
+    invalid = RunEvent("Warning", "InvalidSpec", "bad")
+    events = [submitted, task_pending, task_running, refused, invalid]
+
+    # The newer status went past what the Events tell: all travel with it.
+    running = {"phase": "Running", "attempt": 1, "taskRuns": [{"name": "x", "phase": "Running", "attempt": 1}]}
+    assert events_still_true(events, running) == events
+    # Taken back (held by a quota before anything was written): Submitted and TaskRunning were never stored.
+    held = {"phase": "Pending", "attempt": 1, "taskRuns": [{"name": "x", "phase": "Pending", "attempt": 0}]}
+    assert events_still_true(events, held) == [task_pending, refused, invalid]
+    # A later attempt: what the earlier one reached happened, though the newer status is back at Scheduled.
+    retry = {"phase": "Scheduled", "attempt": 2, "taskRuns": [{"name": "x", "phase": "Scheduled", "attempt": 2}]}
+    assert events_still_true(events, retry) == events
+    # A task Event about a task the status does not have is not backed; finished phases back each other.
+    assert events_still_true([task_pending], {"phase": "Pending", "taskRuns": []}) == []
+    done = RunEvent("Normal", "Succeeded", "done", attempt=1)
+    assert events_still_true([done], {"phase": "Succeeded", "attempt": 1}) == [done]

@@ -35,7 +35,7 @@ from flowrun_operator.api.flowrun import FlowRunStatus
 from flowrun_operator.kube.client import Conflict, ListedPage
 from flowrun_operator.kube.errors import ErrorKind
 from flowrun_operator.kube.jobs import build_job
-from flowrun_operator.scheduling.runstate import JobToCreate, RunEvent, RunSnapshot
+from flowrun_operator.scheduling.runstate import JobToCreate, RunEvent, RunSnapshot, events_still_true
 from flowrun_operator.settings import env_float
 
 from .act import Backoff, EventPoster, Key, ObjectRef, StatusWriter, Write, describe_failure
@@ -616,7 +616,7 @@ class Engine:
             view.settle_status(name, write.status, stored)
             if stored is not None:
                 stored.setdefault("kind", "FlowRun")
-                self._post_events(stored, write.events)
+                self._post_events(stored, events_still_true(write.events, write.status))
             if write.status.get("phase") in ("Succeeded", "Failed", "Cancelled"):
                 self.mark_run(namespace, name)  # to retire it once its work is gone
             return

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from flowrun_operator.api.common import Condition, ConditionStatus, format_duration, set_condition
 from flowrun_operator.api.flowrun import (
@@ -131,6 +132,44 @@ class RunEvent:
     type: str  # Normal | Warning
     reason: str
     message: str
+    task: str | None = None  # the task run a Task<Phase> Event tells about
+    attempt: int = 0  # the attempt (of the run, or of `task`) that reached the phase the Event tells
+
+
+# The order in which a run or task run moves through its phases within one attempt (a finished phase last).
+PHASE_RANK = {"Scheduled": 0, "Pending": 1, "Submitted": 2, "Running": 3}
+FINISHED_RANK = 4
+ANNOUNCED_PHASES = frozenset(PHASE_RANK) | {phase.value for phase in TaskRunPhase if phase.is_terminal}
+
+
+def _rank(phase: str | None) -> int:
+    return PHASE_RANK.get(str(phase), FINISHED_RANK if phase else -1)
+
+
+def events_still_true(events: list[RunEvent], status: dict[str, Any]) -> list[RunEvent]:
+    """The Events of `events` that the status about to be stored still backs.
+
+    Writes are coalesced: an unsent status replaced by a newer one has its Events travel with the newer one.
+    An Event announcing a phase is kept when the newer status reached that phase (or went past it), or has
+    moved to a later attempt (the announced one is over, so it happened). An Event of a transition the newer
+    status took back (admitted, then held by a ResourceQuota before anything was written) is dropped: it would
+    tell of a phase the API server never stored. Events that announce no phase are kept."""
+    tasks = {str(t.get("name")): t for t in status.get("taskRuns") or []}
+    kept = []
+    for event in events:
+        if event.task is not None:
+            announced, now = event.reason.removeprefix("Task"), tasks.get(event.task)
+        else:
+            announced, now = event.reason, status
+        if announced not in ANNOUNCED_PHASES:
+            kept.append(event)
+            continue
+        if now is None:
+            continue
+        reached = _rank(now.get("phase")) >= _rank(announced)
+        if reached or int(now.get("attempt") or 0) > event.attempt:
+            kept.append(event)
+    return kept
 
 
 @dataclass(slots=True)
@@ -653,11 +692,13 @@ def _events(previous: FlowRunStatus, status: FlowRunStatus, observation: RunObse
     # Running is told by the pod's own Events; the run's Events mark admission and the outcome.
     if previous.phase != status.phase and status.phase not in (None, FlowRunPhase.RUNNING):
         kind = "Warning" if status.phase == FlowRunPhase.FAILED else "Normal"
-        events.append(RunEvent(kind, str(status.phase), status.message or str(status.phase)))
+        events.append(
+            RunEvent(kind, str(status.phase), status.message or str(status.phase), attempt=status.attempt or 0)
+        )
     before = {t.name: t.phase for t in previous.task_runs}
     for task_run in status.task_runs:
         if before.get(task_run.name) != task_run.phase and task_run.phase != TaskRunPhase.SCHEDULED:
             kind = "Warning" if task_run.phase == TaskRunPhase.FAILED else "Normal"
             text = f"task {task_run.name}: {task_run.phase}" + (f" ({task_run.message})" if task_run.message else "")
-            events.append(RunEvent(kind, f"Task{task_run.phase}", text))
+            events.append(RunEvent(kind, f"Task{task_run.phase}", text, task_run.name, task_run.attempt))
     return events
