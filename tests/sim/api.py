@@ -97,6 +97,9 @@ class JobRecord:
     deleting: bool = False
     gone: bool = False
     deleted_unfinished: bool = False  # removed before it finished (the run's work was lost)
+    # Some version showing the Job finished reached the operator (a watch event, a list, a response): without
+    # one, a Job deleted after it finished left nothing the operator could read its outcome from.
+    outcome_seen: bool = False
 
 
 class Faults(Protocol):

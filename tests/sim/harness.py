@@ -394,6 +394,8 @@ class Harness:
         handler = {FLOWRUNS: engine.on_run, JOBS: engine.on_job, LIMITS: engine.on_limit}[kind]
         if kind == LIMITS:
             self._tell(current.number, event, obj)
+        if kind == JOBS:
+            self._saw_job(obj)
         try:
             current.context.copy().run(handler, event, obj)
         except Exception as error:
@@ -454,6 +456,21 @@ class Harness:
         if number is not None and page.plural == LIMITS:
             for obj in page.items:
                 self._tell(number, None, obj)
+        if page.plural == JOBS:
+            for obj in page.items:
+                self._saw_job(obj)
+
+    def _saw_job(self, obj: Obj) -> None:
+        """A version of a Job reached the operator: note whether it showed the Job finished."""
+        finished = any(
+            c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+            for c in (obj.get("status") or {}).get("conditions") or []
+        )
+        if finished:
+            uid = obj["metadata"].get("uid")
+            for record in self.api.jobs:
+                if record.uid == uid:
+                    record.outcome_seen = True
 
     def _listed(self, number: int | None, version: int, limits: set[Key]) -> None:
         """The end of a whole list: the operator forgets the limits it lacks that are not newer than it."""
@@ -466,6 +483,8 @@ class Harness:
     def _returned(self, number: int | None, kind: str, obj: Obj) -> None:
         if kind == LIMITS and number is not None:
             self._tell(number, None, obj)
+        if kind == JOBS:
+            self._saw_job(obj)
 
     def _known_limits(self, number: int | None) -> dict[Key, Obj]:
         return self.told.get(number, {}) if number is not None else {}
@@ -595,8 +614,16 @@ class Harness:
                 bad = [t for t, r in last.items() if r is None or r.outcome != "Complete"]
                 return f"{where}: Succeeded but the last Job of {bad} did not complete" if bad else None
             if phase == "Failed":
+                # A Job deleted after it finished but before any version showing its end reached the operator
+                # (deleted while it was down, or within a dropped watch's gap) is as good as deleted unfinished:
+                # nothing the operator can read tells how it ended.
                 explained = any(
-                    r is not None and (r.deleted_unfinished or (r.outcome == "Failed" and r.attempt >= attempts))
+                    r is not None
+                    and (
+                        r.deleted_unfinished
+                        or (r.gone and not r.outcome_seen)
+                        or (r.outcome == "Failed" and r.attempt >= attempts)
+                    )
                     for (task, attempts, _, _), r in zip(units, last.values(), strict=True)
                 )
                 return None if explained else f"{where}: Failed, but no Job failed for good or was deleted"

@@ -252,11 +252,13 @@ def _observe_unit(
 
     if job is None:
         if attempt > 0:
-            # The status records a Job for this attempt that no longer exists: its work is gone.
+            # The status records a Job for this attempt that no longer exists and no version of it showing its
+            # end was seen (it may have finished, then been deleted while the operator was not watching): its
+            # work is gone and its outcome cannot be read any more.
             name = (previous.job_name if previous else None) or job_name(run.name, unit.task, attempt, run.uid)
             state.phase = TaskRunPhase.FAILED
             state.reason = REASON_JOB_DELETED
-            state.message = f"Job {name} was deleted before it finished"
+            state.message = f"Job {name} was deleted before its outcome was seen"
             state.completion = now
             return state
         failed_deps = [d for d in unit.depends_on if done.get(d) in _NOT_SUCCEEDED]
