@@ -346,3 +346,28 @@ def test_an_event_of_a_transition_taken_back_before_its_write_is_not_posted() ->
     harness, result = play(scenario)
     assert result.violations == []
     assert status(harness, "a")["phase"] == "Succeeded"
+
+
+def test_an_attempt_seen_after_a_restart_is_not_started_again_once_its_job_is_gone() -> None:
+    """The operator crashes right after creating attempt 1's Job, before any status records it. The next
+    incarnation sees that Job in its list, but its writes of the run's status all fail; the user deletes the
+    Job. The Job it saw is the only trace of attempt 1: it must not be created a second time."""
+
+    def setup(harness: Harness) -> None:
+        def fault_for(method: str, name: str, body: Obj | None) -> str | None:
+            if method == "patch_status" and name == "a" and harness.loop.time() < 30.0:
+                return "500"
+            if method == "create_job" and name.startswith("a-1-") and harness.incarnations == 1:
+                return "crash_after"
+            return None
+
+        harness.api.fault_for = fault_for
+
+    scenario = Scenario(
+        runs=(RunDef("a", run_for=FOREVER, retries=1),),
+        actions=(Action(0.0, "create_run", 0), Action(10.0, "delete_job", 0)),
+    )
+    harness, result = play(scenario, setup)
+    assert harness.incarnations >= 2
+    assert [r.attempt for r in jobs_of(harness, "a")] == [1]
+    assert result.violations == []

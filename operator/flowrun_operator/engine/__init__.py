@@ -527,7 +527,7 @@ class Engine:
         self._backoff.reset(("run", namespace, run.name))
         record = view.runs.get(run.name)
         if record is not None and record.uid == run.uid:
-            record.attempts_created[job.unit.task] = max(record.attempts_created.get(job.unit.task, 0), job.attempt)
+            record.saw_attempt(job.unit.task, job.attempt)
         view.put_job(created)
         self.jobs_created += 1
         metrics.JOBS_CREATED.inc()

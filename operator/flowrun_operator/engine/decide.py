@@ -93,7 +93,7 @@ def evaluate(
             held.update((limit, f"{run}/{job.task}") for limit in view.match_tags(job.tags))
     if record is None:
         return None, Share(frozenset(held))
-    observation = observe(record.snapshot, own, now, record.attempts_created)
+    observation = observe(record.snapshot, own, now, record.attempts_known)
     if rejected and observation.terminal is None:
         observation.terminal = FlowRunPhase.FAILED
         observation.terminal_reason = "JobRejected"

@@ -155,9 +155,13 @@ class RunRecord:
     label_limits: tuple[str, ...] = ()
     annotations_rerun: int = 0
     dag_admitted: bool = False  # a run with tasks holds its label slots from admission until it finishes
-    # Per task (None: the template), the highest attempt whose Job this operator created: never started twice,
-    # even when the status recording it failed to write and the Job is gone.
-    attempts_created: dict[str | None, int] = field(default_factory=dict)
+    # Per task (None: the template), the highest attempt whose Job this operator created or saw: never started
+    # twice, even when the status recording it failed to write and the Job is gone.
+    attempts_known: dict[str | None, int] = field(default_factory=dict)
+
+    def saw_attempt(self, task: str | None, attempt: int) -> None:
+        if attempt > self.attempts_known.get(task, 0):
+            self.attempts_known[task] = attempt
 
     @classmethod
     def of(cls, base: RunSnapshot, resource_version: int, stored_digest: bytes, **fields: Any) -> RunRecord:
@@ -469,7 +473,7 @@ class NamespaceView:
             label_limits=current.label_limits if current is not None and current.base.labels == labels else (),
             annotations_rerun=rerun,
             dag_admitted=current.dag_admitted if current is not None else False,
-            attempts_created=current.attempts_created if current is not None else {},
+            attempts_known=current.attempts_known if current is not None else self._attempts_of_jobs(name, uid),
         )
         if current is None or current.base.labels != labels:
             record.label_limits = self.match_labels(labels)
@@ -572,9 +576,20 @@ class NamespaceView:
             self.jobs_by_run[current.run].pop(info.name, None)
         self.jobs[info.name] = info
         self.jobs_by_run[info.run][info.name] = info
+        run = self.runs.get(info.run)
+        if run is not None and run.uid == info.owner_uid:
+            run.saw_attempt(info.task, info.attempt)
         if current is not None and _decisive(current) == _decisive(info):
             return None  # e.g. counters of uncounted pods: nothing a decision reads has changed
         return info.run
+
+    def _attempts_of_jobs(self, run: str, uid: str) -> dict[str | None, int]:
+        """The highest attempt per task among the Jobs of run `uid` in the view (seen before the run was)."""
+        known: dict[str | None, int] = {}
+        for job in (self.jobs_by_run.get(run) or {}).values():
+            if job.owner_uid == uid and job.attempt > known.get(job.task, 0):
+                known[job.task] = job.attempt
+        return known
 
     def drop_job(self, name: str, final: dict[str, Any] | None = None) -> str | None:
         """Forget a deleted Job. `final` is its last state (a DELETED event's object): if that says it had
