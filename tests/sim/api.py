@@ -186,6 +186,9 @@ class FakeApi:
         self.controller_delay = 0.05
         self.gc_delay = 0.2
         self.quota_until: dict[str, float] = {}  # namespace -> Job creation refused (quota) until then
+        # Run uid -> the limit versions the operator knew when it first decided to admit the run (the harness
+        # notes it): a run with tasks holds its label slots from then on.
+        self.admitted_knew: dict[str, dict[Key, tuple[str, int]]] = {}
         # Limit specs the current operator incarnation knows (set by the harness): admission is judged
         # against what the operator could know, not against a change it has not been told of yet.
         self.known_limits: Callable[[int | None], dict[Key, Obj]] = lambda owner: {}
@@ -690,8 +693,9 @@ class FakeApi:
                 if (record.owner_uid or record.run) in before:
                     continue  # the run holds this slot already (another task of the same run)
                 first = next((r for r in self.jobs if r.owner_uid == record.owner_uid), None)
+                admitted = self.admitted_knew.get(record.owner_uid, first.knew if first is not None else None)
                 version = (limit["metadata"]["uid"], int(limit["metadata"]["generation"]))
-                if record.task is not None and first is not None and first.knew.get((ns, name)) != version:
+                if record.task is not None and admitted is not None and admitted.get((ns, name)) != version:
                     # A run with tasks holds its run slot from admission until it finishes, across its tasks and
                     # their retries; it was admitted under another version of this limit (lowering or creating
                     # a limit never takes a slot back). A run without tasks is admitted again for each attempt.

@@ -333,7 +333,30 @@ class Harness:
             return reconciler.Reconciler(self.api, namespaces=namespaces or None)
         from flowrun_operator.engine import Engine
 
-        return Engine(self.api, namespaces=namespaces or None, clock=SimClock(self.loop))
+        engine = Engine(self.api, namespaces=namespaces or None, clock=SimClock(self.loop))
+        self._note_admissions(engine)
+        return engine
+
+    def _note_admissions(self, engine: Any) -> None:
+        """Note the limit versions the incarnation knew when it first decided to admit each run: a run with
+        tasks holds its label slots from that decision on, though its first Job (and the status write, held
+        briefly) may come later, when a limit created meanwhile is known."""
+        submit = engine._submit_status
+        number = self.incarnations
+
+        def noted(namespace: str, view: Any, run: str, status: Obj, *rest: Any) -> Any:
+            record = view.runs.get(run)
+            admitted = any(
+                c.get("type") == "Admitted" and c.get("status") == "True" for c in status.get("conditions") or []
+            )
+            if record is not None and admitted and record.uid not in self.api.admitted_knew:
+                self.api.admitted_knew[record.uid] = {
+                    key: (o["metadata"]["uid"], int(o["metadata"]["generation"]))
+                    for key, o in self._known_limits(number).items()
+                }
+            return submit(namespace, view, run, status, *rest)
+
+        engine._submit_status = noted
 
     async def start_operator(self) -> None:
         """Build an incarnation, seed it from a list, start it, then (re)start the watch streams."""

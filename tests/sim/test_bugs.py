@@ -371,3 +371,29 @@ def test_an_attempt_seen_after_a_restart_is_not_started_again_once_its_job_is_go
     assert harness.incarnations >= 2
     assert [r.attempt for r in jobs_of(harness, "a")] == [1]
     assert result.violations == []
+
+
+def test_a_run_admitted_before_a_limit_existed_keeps_its_slot_for_its_later_tasks() -> None:
+    """Run `a` (tasks) is admitted while its task waits for a tag slot; then a label limit of 0 matching it is
+    created. Creating a limit never takes a slot back: when the tag slot frees, the task's Job is created.
+    (The harness judges a run with tasks by the limits known when it was admitted, not at its first Job.)"""
+    db = LimitDef("db", "ns-a", 1, tag="db")
+    everyone = LimitDef("everyone", "ns-a", 0)
+    scenario = Scenario(
+        runs=(
+            RunDef("holder", tasks=(TaskDef("x", tags=("db",)),), run_for=3.0),
+            RunDef("a", tasks=(TaskDef("x", tags=("db",)),), run_for=1.0),
+        ),
+        limits=(db, everyone),
+        actions=(
+            Action(0.0, "create_limit", 0),
+            Action(0.0, "create_run", 0),
+            Action(0.5, "create_run", 1),
+            Action(1.5, "create_limit", 1),
+        ),
+    )
+    harness, result = play(scenario)
+    assert result.violations == []
+    assert status(harness, "a")["phase"] == "Succeeded"
+    (job,) = jobs_of(harness, "a")
+    assert job.created > 1.5
