@@ -397,3 +397,22 @@ def test_a_run_admitted_before_a_limit_existed_keeps_its_slot_for_its_later_task
     assert status(harness, "a")["phase"] == "Succeeded"
     (job,) = jobs_of(harness, "a")
     assert job.created > 1.5
+
+
+def test_each_attempt_of_a_fast_failing_run_tells_it_was_submitted() -> None:
+    """Pods that fail before the operator sees them run: each attempt's Submitted status is replaced, before it
+    is written, by the failure awaiting the retry (same attempt). That status shows the attempt over, so the
+    Submitted Event of each attempt is still posted with it."""
+    scenario = Scenario(
+        runs=(RunDef("f", run_for=0.01, retries=2, retry_delay=1, failing_attempts=3),),
+        actions=(Action(0.0, "create_run", 0),),
+        coalesce=True,
+        max_delay=0.3,
+    )
+    harness, result = play(scenario)
+    assert result.violations == []
+    assert status(harness, "f")["phase"] == "Failed"
+    uid = harness.api.objects[FLOWRUNS][("ns-a", "f")]["metadata"]["uid"]
+    reasons = [e[3] for e in harness.api.events if e[1] == uid]
+    assert reasons.count("Submitted") == 3, reasons
+    assert reasons.count("Scheduled") == 2 and reasons.count("Failed") == 1, reasons

@@ -329,19 +329,25 @@ def test_events_travel_with_a_newer_status_only_while_it_backs_them() -> None:
     submitted = RunEvent("Normal", "Submitted", "0/1 tasks finished", attempt=1)
     task_pending = RunEvent("Normal", "TaskPending", "task x: Pending", "x", 0)
     task_running = RunEvent("Normal", "TaskRunning", "task x: Running", "x", 1)
-    refused = RunEvent("Normal", "Pending", "Job a-x-1 refused: exceeded quota; retrying", attempt=1)
+    refused = RunEvent("Normal", "Pending", "Job a-x-1 refused: exceeded quota; retrying")
     invalid = RunEvent("Warning", "InvalidSpec", "bad")
     events = [submitted, task_pending, task_running, refused, invalid]
 
     # The newer status went past what the Events tell: all travel with it.
     running = {"phase": "Running", "attempt": 1, "taskRuns": [{"name": "x", "phase": "Running", "attempt": 1}]}
     assert events_still_true(events, running) == events
-    # Taken back (held by a quota before anything was written): Submitted and TaskRunning were never stored.
-    held = {"phase": "Pending", "attempt": 1, "taskRuns": [{"name": "x", "phase": "Pending", "attempt": 0}]}
+    # Taken back (held by a quota before anything was written; no attempt recorded): Submitted and TaskRunning
+    # were never stored.
+    held = {"phase": "Pending", "attempt": None, "taskRuns": [{"name": "x", "phase": "Pending", "attempt": 0}]}
     assert events_still_true(events, held) == [task_pending, refused, invalid]
     # A later attempt: what the earlier one reached happened, though the newer status is back at Scheduled.
     retry = {"phase": "Scheduled", "attempt": 2, "taskRuns": [{"name": "x", "phase": "Scheduled", "attempt": 2}]}
     assert events_still_true(events, retry) == events
+    # The same attempt failed and awaits its retry (Scheduled or Pending, attempt 1): it was submitted and ran.
+    awaiting = {"phase": "Scheduled", "attempt": 1, "taskRuns": [{"name": "x", "phase": "Pending", "attempt": 1}]}
+    assert events_still_true(events, awaiting) == events
+    # Attempt 0 is no attempt: nothing of it can be over.
+    assert events_still_true([RunEvent("Normal", "Submitted", "m")], {"phase": "Pending", "attempt": 0}) == []
     # A task Event about a task the status does not have is not backed; finished phases back each other.
     assert events_still_true([task_pending], {"phase": "Pending", "taskRuns": []}) == []
     done = RunEvent("Normal", "Succeeded", "done", attempt=1)

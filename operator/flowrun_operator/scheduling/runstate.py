@@ -150,10 +150,10 @@ def events_still_true(events: list[RunEvent], status: dict[str, Any]) -> list[Ru
     """The Events of `events` that the status about to be stored still backs.
 
     Writes are coalesced: an unsent status replaced by a newer one has its Events travel with the newer one.
-    An Event announcing a phase is kept when the newer status reached that phase (or went past it), or has
-    moved to a later attempt (the announced one is over, so it happened). An Event of a transition the newer
-    status took back (admitted, then held by a ResourceQuota before anything was written) is dropped: it would
-    tell of a phase the API server never stored. Events that announce no phase are kept."""
+    An Event announcing a phase is kept when the newer status reached that phase (or went past it), started a
+    later attempt, or shows the Event's attempt over (it failed and awaits its retry). An Event of a transition
+    the newer status took back (admitted, then held by a ResourceQuota before anything was written) is dropped:
+    it would tell of a phase the API server never stored. Events that announce no phase are kept."""
     tasks = {str(t.get("name")): t for t in status.get("taskRuns") or []}
     kept = []
     for event in events:
@@ -167,9 +167,18 @@ def events_still_true(events: list[RunEvent], status: dict[str, Any]) -> list[Ru
         if now is None:
             continue
         reached = _rank(now.get("phase")) >= _rank(announced)
-        if reached or int(now.get("attempt") or 0) > event.attempt:
+        later_attempt = int(now.get("attempt") or 0) > event.attempt
+        attempt_over = event.attempt > 0 and _attempts_over(now) >= event.attempt
+        if reached or later_attempt or attempt_over:
             kept.append(event)
     return kept
+
+
+def _attempts_over(status: Mapping[str, Any]) -> int:
+    """How many attempts a status (of a run or a task run) shows as ended: all up to `attempt`, except one that
+    is still Submitted or Running (a failed attempt awaiting its retry shows Scheduled or Pending)."""
+    attempt = int(status.get("attempt") or 0)
+    return attempt - 1 if status.get("phase") in ("Submitted", "Running") else attempt
 
 
 @dataclass(slots=True)
