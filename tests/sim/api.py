@@ -97,9 +97,9 @@ class JobRecord:
     deleting: bool = False
     gone: bool = False
     deleted_unfinished: bool = False  # removed before it finished (the run's work was lost)
-    # Some version showing the Job finished reached the operator (a watch event, a list, a response): without
-    # one, a Job deleted after it finished left nothing the operator could read its outcome from.
-    outcome_seen: bool = False
+    # The incarnations a version showing the Job finished reached (a watch event, a list, a response): one that
+    # is not among them, after the Job was deleted, has nothing to read its outcome from but the run's status.
+    outcome_seen_by: set[int] = field(default_factory=set)
 
 
 class Faults(Protocol):
@@ -755,6 +755,7 @@ class FakeApi:
                 tuple(str(t.get("phase")) for t in new.get("taskRuns") or []),
                 passed_tasks=passed_tasks,
                 passed_run=passed_run,
+                owner=OWNER.get(),
             )
         )
 
@@ -817,6 +818,7 @@ class StoredWrite:
     passed_tasks: int = 0
     passed_run: bool = False
     claimed: dict[str, int] = field(default_factory=dict)
+    owner: int | None = None  # the incarnation that wrote it
 
 
 def selector_matches(selector: Obj | None, labels: dict[str, str]) -> bool:

@@ -418,7 +418,7 @@ class Harness:
         if kind == LIMITS:
             self._tell(current.number, event, obj)
         if kind == JOBS:
-            self._saw_job(obj)
+            self._saw_job(current.number, obj)
         try:
             current.context.copy().run(handler, event, obj)
         except Exception as error:
@@ -479,12 +479,12 @@ class Harness:
         if number is not None and page.plural == LIMITS:
             for obj in page.items:
                 self._tell(number, None, obj)
-        if page.plural == JOBS:
+        if page.plural == JOBS and number is not None:
             for obj in page.items:
-                self._saw_job(obj)
+                self._saw_job(number, obj)
 
-    def _saw_job(self, obj: Obj) -> None:
-        """A version of a Job reached the operator: note whether it showed the Job finished."""
+    def _saw_job(self, number: int, obj: Obj) -> None:
+        """A version of a Job reached incarnation `number`: note whether it showed the Job finished."""
         finished = any(
             c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
             for c in (obj.get("status") or {}).get("conditions") or []
@@ -493,7 +493,7 @@ class Harness:
             uid = obj["metadata"].get("uid")
             for record in self.api.jobs:
                 if record.uid == uid:
-                    record.outcome_seen = True
+                    record.outcome_seen_by.add(number)
 
     def _listed(self, number: int | None, version: int, limits: set[Key]) -> None:
         """The end of a whole list: the operator forgets the limits it lacks that are not newer than it."""
@@ -506,8 +506,8 @@ class Harness:
     def _returned(self, number: int | None, kind: str, obj: Obj) -> None:
         if kind == LIMITS and number is not None:
             self._tell(number, None, obj)
-        if kind == JOBS:
-            self._saw_job(obj)
+        if kind == JOBS and number is not None:
+            self._saw_job(number, obj)
 
     def _known_limits(self, number: int | None) -> dict[Key, Obj]:
         return self.told.get(number, {}) if number is not None else {}
@@ -637,14 +637,16 @@ class Harness:
                 bad = [t for t, r in last.items() if r is None or r.outcome != "Complete"]
                 return f"{where}: Succeeded but the last Job of {bad} did not complete" if bad else None
             if phase == "Failed":
-                # A Job deleted after it finished but before any version showing its end reached the operator
-                # (deleted while it was down, or within a dropped watch's gap) is as good as deleted unfinished:
-                # nothing the operator can read tells how it ended.
+                # A Job deleted after it finished, before any version showing its end reached the incarnation that
+                # judged the run (deleted while it was down, or within a dropped watch's gap), is as good as deleted
+                # unfinished: nothing it can read tells how the Job ended.
+                final = next((w for w in reversed(api.writes.get(uid, [])) if w.run_phase == "Failed"), None)
+                judge = final.owner if final is not None else None
                 explained = any(
                     r is not None
                     and (
                         r.deleted_unfinished
-                        or (r.gone and not r.outcome_seen)
+                        or (r.gone and judge not in r.outcome_seen_by)
                         or (r.outcome == "Failed" and r.attempt >= attempts)
                     )
                     for (task, attempts, _, _), r in zip(units, last.values(), strict=True)

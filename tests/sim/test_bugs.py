@@ -416,3 +416,24 @@ def test_each_attempt_of_a_fast_failing_run_tells_it_was_submitted() -> None:
     reasons = [e[3] for e in harness.api.events if e[1] == uid]
     assert reasons.count("Submitted") == 3, reasons
     assert reasons.count("Scheduled") == 2 and reasons.count("Failed") == 1, reasons
+
+
+def test_a_recorded_failure_whose_job_goes_away_during_the_retry_delay_is_retried() -> None:
+    """Attempt 1 fails and the status records it (awaiting the retry, 5 s). During the delay the user deletes
+    that Job while a re-list runs, so its final state never reaches the engine. The stored status already tells
+    how attempt 1 ended: attempt 2 must run, not a JobDeleted failure."""
+    scenario = Scenario(
+        runs=(RunDef("a", run_for=10.0, start_after=2.0, retries=2, retry_delay=5, failing_attempts=1),),
+        actions=(
+            Action(0.5, "create_run", 0),
+            Action(15.05, "drop_watch", FLOWRUNS),
+            Action(15.05, "delete_job", 0),
+        ),
+        max_delay=0.3,
+        latency=0.002,
+        seed=97,
+    )
+    harness, result = play(scenario)
+    assert result.violations == []
+    assert status(harness, "a")["phase"] == "Succeeded"
+    assert [r.attempt for r in jobs_of(harness, "a")] == [1, 2]

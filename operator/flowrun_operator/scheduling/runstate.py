@@ -260,6 +260,18 @@ def _observe_unit(
         return state
 
     if job is None:
+        awaiting_retry = (
+            previous is not None
+            and previous.attempt == attempt
+            and previous.phase in (TaskRunPhase.SCHEDULED, TaskRunPhase.PENDING)
+        )
+        if previous is not None and attempt > 0 and awaiting_retry and attempt < unit.max_attempts:
+            # The status recorded this attempt's failure (awaiting its retry) and then its Job went away (deleted,
+            # or missing from a re-list before its deletion arrived): the outcome is known, the retry is owed.
+            # The failure's time went with the Job, so the delay is not waited for again.
+            state.wants_attempt = attempt + 1
+            state.message = previous.message or f"attempt {attempt} failed"
+            return state
         if attempt > 0:
             # The status records a Job for this attempt that no longer exists and no version of it showing its
             # end was seen (it may have finished, then been deleted while the operator was not watching): its
