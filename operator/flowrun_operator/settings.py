@@ -6,7 +6,12 @@ usage error at startup, so nothing starts with a setting it would only refuse la
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Callable
+from typing import TypeVar
+
+N = TypeVar("N", int, float)
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 
@@ -17,15 +22,7 @@ def env_flag(name: str) -> bool:
 
 def env_int(name: str, default: int, *, low: int | None = None, high: int | None = None) -> int:
     """`name` as an integer in [low, high] (either bound optional); `default` when unset or blank."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
-    _check_range(name, raw, value, low, high, positive=False)
-    return value
+    return _read(name, default, int, "an integer", low, high, positive=False)
 
 
 def env_float(
@@ -38,20 +35,28 @@ def env_float(
     positive: bool = False,
 ) -> float:
     """`name` as a number in [low, high] (and > 0 with `positive`); `default` when unset or blank."""
+    return _read(name, default, float, what, low, high, positive=positive)
+
+
+def _read(
+    name: str,
+    default: N,
+    parse: Callable[[str], N],
+    what: str,
+    low: float | None,
+    high: float | None,
+    *,
+    positive: bool,
+) -> N:
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
     try:
-        value = float(raw)
+        value = parse(raw)
     except ValueError:
         raise ValueError(f"{name} must be {what}, got {raw!r}") from None
-    if value != value or value in (float("inf"), float("-inf")):
+    if not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {raw!r}")
-    _check_range(name, raw, value, low, high, positive=positive)
-    return value
-
-
-def _check_range(name: str, raw: str, value: float, low: float | None, high: float | None, *, positive: bool) -> None:
     if positive and value <= 0:
         raise ValueError(f"{name} must be > 0, got {raw!r}")
     if low is not None and high is not None and not low <= value <= high:
@@ -60,3 +65,4 @@ def _check_range(name: str, raw: str, value: float, low: float | None, high: flo
         raise ValueError(f"{name} must be >= {low:g}, got {raw!r}")
     if high is not None and value > high:
         raise ValueError(f"{name} must be <= {high:g}, got {raw!r}")
+    return value

@@ -473,8 +473,12 @@ class NamespaceView:
             label_limits=current.label_limits if current is not None and current.base.labels == labels else (),
             annotations_rerun=rerun,
             dag_admitted=current.dag_admitted if current is not None else False,
-            attempts_known=current.attempts_known if current is not None else self._attempts_of_jobs(name, uid),
+            attempts_known=current.attempts_known if current is not None else {},
         )
+        if current is None:
+            for job in self.jobs_of(name):  # Jobs of the run seen before the run was
+                if job.owner_uid == uid:
+                    record.saw_attempt(job.task, job.attempt)
         if current is None or current.base.labels != labels:
             record.label_limits = self.match_labels(labels)
         self.runs[name] = record
@@ -582,14 +586,6 @@ class NamespaceView:
         if current is not None and _decisive(current) == _decisive(info):
             return None  # e.g. counters of uncounted pods: nothing a decision reads has changed
         return info.run
-
-    def _attempts_of_jobs(self, run: str, uid: str) -> dict[str | None, int]:
-        """The highest attempt per task among the Jobs of run `uid` in the view (seen before the run was)."""
-        known: dict[str | None, int] = {}
-        for job in (self.jobs_by_run.get(run) or {}).values():
-            if job.owner_uid == uid and job.attempt > known.get(job.task, 0):
-                known[job.task] = job.attempt
-        return known
 
     def drop_job(self, name: str, final: dict[str, Any] | None = None) -> str | None:
         """Forget a deleted Job. `final` is its last state (a DELETED event's object): if that says it had

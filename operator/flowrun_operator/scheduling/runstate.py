@@ -260,12 +260,11 @@ def _observe_unit(
         return state
 
     if job is None:
-        awaiting_retry = (
+        if (
             previous is not None
-            and previous.attempt == attempt
+            and 0 < previous.attempt == attempt < unit.max_attempts
             and previous.phase in (TaskRunPhase.SCHEDULED, TaskRunPhase.PENDING)
-        )
-        if previous is not None and attempt > 0 and awaiting_retry and attempt < unit.max_attempts:
+        ):
             # The status recorded this attempt's failure (awaiting its retry) and then its Job went away (deleted,
             # or missing from a re-list before its deletion arrived): the outcome is known, the retry is owed.
             # The failure's time went with the Job, so the delay is not waited for again.
