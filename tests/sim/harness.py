@@ -489,11 +489,9 @@ class Harness:
             c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
             for c in (obj.get("status") or {}).get("conditions") or []
         )
-        if finished:
-            uid = obj["metadata"].get("uid")
-            for record in self.api.jobs:
-                if record.uid == uid:
-                    record.outcome_seen_by.add(number)
+        record = self.api.job_by_uid.get(str(obj["metadata"].get("uid"))) if finished else None
+        if record is not None:
+            record.outcome_seen_by.add(number)
 
     def _listed(self, number: int | None, version: int, limits: set[Key]) -> None:
         """The end of a whole list: the operator forgets the limits it lacks that are not newer than it."""
